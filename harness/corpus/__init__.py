@@ -1,0 +1,1 @@
+"""The embedded synthetic corpus (espeak-ng TTS in real-corpus layouts)."""

@@ -1,0 +1,46 @@
+"""VoxCeleb1 identification: ``wav/idNNNNN/SESSION/NNNNN.wav`` + ``iden_split.txt``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import HarnessError
+
+VOX_SPLITS = {"train": 1, "dev": 2, "test": 3}
+
+
+@dataclass(frozen=True)
+class VoxUtterance:
+    id: str  # idNNNNN/SESSION/NNNNN
+    path: Path
+    speaker: str
+
+
+def _root(root: Path) -> Path:
+    for candidate in (root, root / "VoxCeleb1"):
+        if (candidate / "iden_split.txt").exists():
+            return candidate
+    raise HarnessError(f"no iden_split.txt under {root}; a VoxCeleb1 root holds iden_split.txt and wav/; check --data-root")
+
+
+def read_voxceleb1(root: str | Path, split: str) -> list[VoxUtterance]:
+    if split not in VOX_SPLITS:
+        raise HarnessError(f"unknown VoxCeleb1 split {split!r}; choose from {', '.join(VOX_SPLITS)}")
+    base = _root(Path(root))
+    wanted = str(VOX_SPLITS[split])
+    utts = []
+    table = base / "iden_split.txt"
+    for n, line in enumerate(table.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        code, _, rel = line.partition(" ")
+        if code not in ("1", "2", "3") or rel.count("/") != 2:
+            raise HarnessError(f"{table}:{n} is not '<1|2|3> idNNNNN/SESSION/NNNNN.wav'")
+        if code != wanted:
+            continue
+        audio = base / "wav" / rel
+        if not audio.exists():
+            raise HarnessError(f"{table}:{n} lists {rel} but {audio} is missing")
+        utts.append(VoxUtterance(rel.rsplit(".", 1)[0], audio, rel.split("/")[0]))
+    return utts

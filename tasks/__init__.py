@@ -1,0 +1,1 @@
+"""Task plugins (imported as ``harness.tasks``); each module registers one task."""

@@ -1,0 +1,1 @@
+"""Upstream plugins (imported as ``harness.upstreams``); each module is one backend family."""
