@@ -66,6 +66,47 @@ def _corpus_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------- upstream commands
+def _upstreams_list(args: argparse.Namespace) -> int:
+    from .registry import backend_names, cards
+
+    rows = [(c.name, c.spec, str(c.layers), str(c.dim if isinstance(c.dim, int) else "/".join(map(str, c.dim))),
+             str(c.hop or "-"), c.licence) for c in cards().values()]
+    head = ("name", "spec", "layers", "dim", "hop", "licence")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    print(f"\nbackends for BACKEND:SOURCE specs: {', '.join(backend_names())}")
+    return 0
+
+
+def _upstreams_fetch(args: argparse.Namespace) -> int:
+    import sys as _sys
+
+    from .registry import load_backend, parse_spec
+
+    backend, source, _ = parse_spec(args.name)
+    cls = load_backend(backend)
+    fetch = getattr(_sys.modules[cls.__module__], "fetch", None)
+    if fetch is None:
+        print(f"{args.name}: backend {backend} needs no download")
+        return 0
+    print(fetch(source))
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from .extract import extract_file
+    from .upstream import load_upstream
+
+    upstream = load_upstream(args.upstream, random_init=args.random_init, seed=args.seed)
+    summary = extract_file(upstream, args.wav, args.out)
+    print(f"{args.out}: {summary['layers']} layers "
+          + ", ".join(f"{n} {s[0]}x{s[1]}" for n, s in zip(summary["names"], summary["shapes"])))
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -102,11 +143,44 @@ def build_parser() -> argparse.ArgumentParser:
     ci.add_argument("--speakers", action="store_true", help="list every speaker's recipe instead")
     ci.set_defaults(func=_corpus_info)
 
+    ups = sub.add_parser("upstreams", help="list the upstream registry, or prefetch weights",
+                         description="Registry of named upstreams (cards) with layer counts; any "
+                                     "BACKEND:SOURCE spec works too (hf:, s3prl:, torchaudio:, speechbrain:, classic:).")
+    usub = ups.add_subparsers(dest="upstreams_command", metavar="ACTION")
+    ups.set_defaults(func=_upstreams_list)
+    uf = usub.add_parser("fetch", help="download a model's weights into its backend cache (needs network)",
+                         description="Prefetch weights on a connected machine for later offline use.")
+    uf.add_argument("name", help="registry name or BACKEND:SOURCE")
+    uf.set_defaults(func=_upstreams_fetch)
+
+    ex = sub.add_parser("extract", help="write every layer of one file to an .npz",
+                        description="Run an upstream on one 16 kHz file and write layer_0 ... layer_{L-1}, "
+                                    "each float32 [frames, dim].")
+    ex.add_argument("--upstream", required=True, help="registry name or BACKEND:SOURCE (see `harness upstreams`)")
+    ex.add_argument("--wav", required=True, help="16 kHz audio file")
+    ex.add_argument("--out", required=True, help="output .npz")
+    ex.add_argument("--random-init", action="store_true", help="same architecture, random weights (probing control)")
+    ex.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
+    ex.set_defaults(func=_extract)
     return parser
+
+
+def _quiet_dependencies() -> None:
+    """Keep third-party deprecation chatter and weight-loading bars off the user's terminal."""
+    import os
+    import warnings
+
+    for category in (UserWarning, FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(?!harness)")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .errors import HarnessError
+
+    _quiet_dependencies()
 
     parser = build_parser()
     args = parser.parse_args(argv)

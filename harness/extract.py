@@ -1,0 +1,67 @@
+"""Run an upstream over audio files with length-bucketed batching.
+
+Utterances are sorted by length and batched so that padding stays small; for
+padding-sensitive upstreams (group-norm CNNs, SpeechBrain models) only utterances
+of identical length share a batch, so every utterance's layers equal what it gives
+alone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .audio import read_audio
+from .errors import HarnessError
+from .fsutil import atomic_path
+from .upstream import Upstream, pad_batch
+
+
+def length_buckets(lengths: Sequence[int], max_samples: int, exact: bool) -> list[list[int]]:
+    """Group indices into batches of similar length.
+
+    Each batch holds at most ``max_samples`` padded samples (at least one utterance);
+    with ``exact`` only equal lengths share a batch. Order is deterministic.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = max([lengths[j] for j in current] + [lengths[i]])
+        same = not current or lengths[current[0]] == lengths[i]
+        if current and ((longest * (len(current) + 1) > max_samples) or (exact and not same)):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def iter_layers(upstream: Upstream, waves: Sequence[np.ndarray], max_samples: int = 16000 * 64,
+                ) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """Yield ``(index, [layer_0 [frames, dim], ...])`` for every waveform (float32 arrays)."""
+    lengths = [len(w) for w in waves]
+    for batch in length_buckets(lengths, max_samples, upstream.padding_sensitive):
+        wavs, lens = pad_batch([torch.from_numpy(np.asarray(waves[i], dtype=np.float32)) for i in batch])
+        out = upstream.layers(wavs, lens)
+        for k, i in enumerate(batch):
+            yield i, [h.float().cpu().numpy() for h in out.utterance(k)]
+
+
+def extract_file(upstream: Upstream, wav_path: str | os.PathLike, out_path: str | os.PathLike) -> dict:
+    """Write ``layer_0`` ... ``layer_{L-1}`` (float32 ``[frames, dim]``) of one file to an ``.npz``."""
+    out_path = Path(out_path)
+    if out_path.suffix != ".npz":
+        raise HarnessError(f"--out must end in .npz (got {out_path.name})")
+    wav = read_audio(wav_path)
+    ((_, layers),) = list(iter_layers(upstream, [wav]))
+    arrays = {f"layer_{i}": np.ascontiguousarray(a, dtype=np.float32) for i, a in enumerate(layers)}
+    with atomic_path(out_path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return {"layers": len(arrays), "shapes": [a.shape for a in arrays.values()], "names": upstream.info.layer_names}

@@ -1,0 +1,135 @@
+"""The upstream interface: every layer of a model, with lengths and frame rate.
+
+An upstream maps a padded batch of 16 kHz waveforms ``[batch, samples]`` and their
+lengths ``[batch]`` to :class:`Layers`: one tensor ``[batch, frames, dim]`` per
+layer, the valid frame count of each utterance per layer, the hop in samples and a
+name per layer.
+
+Layer 0 of a speech SSL model is the input to the first transformer layer (after
+the CNN, the projection and the positional convolution), as in s3prl; layer i is the
+output of transformer layer i, and the last layer is the encoder output (for
+'stable layer norm' models such as the Large ones this includes the encoder's final
+layer norm, again as in s3prl and in HuggingFace's ``hidden_states``). A Base model
+has 13 layers, a Large one 25.
+
+Backends live in ``upstreams/`` (imported as ``harness.upstreams``) and are found
+through the ``harness.upstreams`` entry-point group; see :mod:`harness.registry`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass
+class Layers:
+    """All layers of one batch.
+
+    ``hidden[l]``: ``[batch, frames_l, dim_l]`` float tensor (padding frames are
+    arbitrary); ``lengths[l]``: ``[batch]`` valid frame counts; ``hop``: samples per
+    frame of each layer (``None`` for utterance-level layers, which have one frame).
+    """
+
+    hidden: list[torch.Tensor]
+    lengths: list[torch.Tensor]
+    hops: list[int | None]
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.hidden)
+
+    @property
+    def uniform(self) -> bool:
+        """True when every layer has the same frames and dim (so :meth:`stack` works)."""
+        shapes = {tuple(h.shape) for h in self.hidden}
+        return len(shapes) == 1 and len(set(self.hops)) == 1
+
+    def stack(self) -> torch.Tensor:
+        """``[layers, batch, frames, dim]``; only for uniform layers."""
+        if not self.uniform:
+            raise ValueError("layers differ in frames or dim; use .hidden (a list)")
+        return torch.stack(self.hidden)
+
+    def utterance(self, i: int) -> list[torch.Tensor]:
+        """The valid frames of utterance ``i`` in every layer: list of ``[frames, dim]``."""
+        return [h[i, : int(n[i])] for h, n in zip(self.hidden, self.lengths)]
+
+
+@dataclass
+class UpstreamInfo:
+    """What a loaded upstream is, for records and listings."""
+
+    spec: str  # what the user asked for, e.g. "hf:/path/to/dir"
+    backend: str
+    source: str
+    layer_names: list[str]
+    dims: list[int]
+    hop: int | None
+    weights_sha256: str | None  # of the weight files used; None for parameter-free features
+    random_init: bool = False
+    notes: dict = field(default_factory=dict)
+
+
+class Upstream(nn.Module, abc.ABC):
+    """Base class of every backend. Subclasses set :attr:`info` and implement :meth:`layers`."""
+
+    info: UpstreamInfo
+    #: True when padding changes the valid frames (e.g. group-norm CNN front ends); the
+    #: batcher then only groups utterances of equal length.
+    padding_sensitive: bool = False
+
+    @abc.abstractmethod
+    def layers(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Layers:
+        """wavs ``[batch, samples]`` float32 at 16 kHz, zero-padded; lengths ``[batch]``."""
+
+    def forward(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Layers:  # noqa: D401
+        return self.layers(wavs, lengths)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.info.layer_names)
+
+
+def conv_frames(lengths: torch.Tensor, kernels: Sequence[int], strides: Sequence[int]) -> torch.Tensor:
+    """Valid output frames of a stack of unpadded 1-D convolutions."""
+    out = lengths.clone()
+    for k, s in zip(kernels, strides):
+        out = torch.div(out - k, s, rounding_mode="floor") + 1
+    return out.clamp(min=0)
+
+
+def pad_batch(waves: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad 1-D waveforms into ``[batch, max_len]`` with their lengths."""
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    out = torch.zeros(len(waves), int(lengths.max()), dtype=torch.float32)
+    for i, w in enumerate(waves):
+        out[i, : len(w)] = torch.as_tensor(w, dtype=torch.float32)
+    return out, lengths
+
+
+def load_upstream(spec: str, random_init: bool = False, seed: int = 0) -> Upstream:
+    """Build an upstream from a registry name or ``backend:source``.
+
+    With ``random_init`` a registry name uses its card's offline ``architecture``
+    spec, so the random-weights control needs no download.
+    """
+    from .errors import HarnessError
+    from .registry import load_backend, parse_spec
+
+    backend, source, card = parse_spec(spec)
+    if random_init and card is not None and card.architecture:
+        backend, source = card.architecture.split(":", 1)
+    cls = load_backend(backend)
+    upstream = cls.load(source, random_init=random_init, seed=seed)
+    upstream.info.spec = spec
+    if card is not None and upstream.num_layers != card.layers:
+        raise HarnessError(f"{spec} loaded with {upstream.num_layers} layers but its card says {card.layers}; "
+                           "the checkpoint is not the model the card describes")
+    return upstream
