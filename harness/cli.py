@@ -107,6 +107,32 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .engine import RunRequest, run
+    from .task import parse_overrides
+
+    devices: str | int = args.devices
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    req = RunRequest(
+        upstream=args.upstream, task=args.task, layer=args.layer, data_root=Path(args.data_root) if args.data_root else None,
+        out=Path(args.out), seed=args.seed, max_steps=args.max_steps, overrides=parse_overrides(args.set or []),
+        no_cache=args.no_cache, random_init=args.random_init, init_seed=args.init_seed, devices=devices,
+        strategy=args.strategy, accelerator=args.accelerator, progress=not args.quiet,
+    )
+    paths = run(req)
+    if paths:
+        import json
+
+        print(f"{'probe':<14}{'dev':>10}{'test':>10}  metric   (records in {paths[0].parent})")
+        for p in paths:
+            r = json.loads(p.read_text())
+            name = r["metric"]["name"]
+            print(f"{r['probe']:<14}{r['dev'][name]:>10.4f}{r['test'][name]:>10.4f}  {name}"
+                  + ("  weights " + " ".join(f"{w:.2f}" for w in r["layer_weights"]) if r["layer_weights"] else ""))
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -162,6 +188,26 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--random-init", action="store_true", help="same architecture, random weights (probing control)")
     ex.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
     ex.set_defaults(func=_extract)
+
+    rn = sub.add_parser("run", help="train task heads on one layer, a weighted sum, or every layer",
+                        description="Train SUPERB-style heads on cached features of an upstream and write one "
+                                    "JSON record per layer setting. Re-running resumes from the last checkpoint.")
+    rn.add_argument("--upstream", required=True, help="registry name or BACKEND:SOURCE")
+    rn.add_argument("--task", required=True, help="asr, pr, phone, ic (alias slu) or sid")
+    rn.add_argument("--layer", default="all", help="N | weighted | A-B | 1,4,7 | all (every layer + weighted; default)")
+    rn.add_argument("--data-root", help="corpus root (default: the embedded corpus)")
+    rn.add_argument("--out", default="results", help="records go to OUT/UPSTREAM/TASK/ (default: results)")
+    rn.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    rn.add_argument("--max-steps", type=int, help="training steps (default: the task's YAML)")
+    rn.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a task config value (repeatable)")
+    rn.add_argument("--no-cache", action="store_true", help="run the upstream inside every step (as s3prl does)")
+    rn.add_argument("--random-init", action="store_true", help="the upstream's architecture with random weights")
+    rn.add_argument("--init-seed", type=int, default=0, help="seed of --random-init weights (default 0)")
+    rn.add_argument("--devices", default="1", help="passed to Lightning (default 1)")
+    rn.add_argument("--strategy", default="auto", help="passed to Lightning, e.g. ddp")
+    rn.add_argument("--accelerator", default="cpu", help="passed to Lightning: cpu, gpu, auto (default cpu)")
+    rn.add_argument("--quiet", action="store_true", help="no progress bars")
+    rn.set_defaults(func=_run)
     return parser
 
 
@@ -175,6 +221,10 @@ def _quiet_dependencies() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import logging
+
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric", "speechbrain"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -129,6 +129,8 @@ def load_upstream(spec: str, random_init: bool = False, seed: int = 0) -> Upstre
     cls = load_backend(backend)
     upstream = cls.load(source, random_init=random_init, seed=seed)
     upstream.info.spec = spec
+    if random_init:
+        upstream.info.notes["init_seed"] = seed
     if card is not None and upstream.num_layers != card.layers:
         raise HarnessError(f"{spec} loaded with {upstream.num_layers} layers but its card says {card.layers}; "
                            "the checkpoint is not the model the card describes")

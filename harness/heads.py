@@ -1,0 +1,137 @@
+"""Featurizer (one layer or a learned weighted sum) and the SUPERB task heads.
+
+Shapes: frame features ``[batch, frames, dim]`` with ``lengths [batch]``; pooled
+(utterance-mean) features ``[batch, dim]``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Featurizer(nn.Module):
+    """Select one layer, or mix several with softmax weights (zero-initialised, as in SUPERB).
+
+    ``layer_norm`` normalises each layer over its feature dimension (no affine) before the
+    sum; it makes the mix nonlinear per frame, so pooled caching is then not exact.
+    """
+
+    def __init__(self, layers: Sequence[int], weighted: bool, layer_norm: bool = False) -> None:
+        super().__init__()
+        self.layers = list(layers)
+        self.weighted = weighted
+        self.layer_norm = layer_norm
+        if weighted:
+            self.weights = nn.Parameter(torch.zeros(len(self.layers)))
+        elif len(self.layers) != 1:
+            raise ValueError("a single-layer featurizer takes exactly one layer")
+
+    def mix(self) -> torch.Tensor | None:
+        return F.softmax(self.weights, dim=0) if self.weighted else None
+
+    def forward(self, hidden: Sequence[torch.Tensor]) -> torch.Tensor:
+        """hidden[l]: ``[batch, frames, dim]`` or ``[batch, dim]`` for every upstream layer."""
+        if not self.weighted:
+            return hidden[self.layers[0]].float()
+        xs = [hidden[i].float() for i in self.layers]
+        if self.layer_norm:
+            xs = [F.layer_norm(x, x.shape[-1:]) for x in xs]
+        w = self.mix()
+        return sum(wk * x for wk, x in zip(w, xs))
+
+
+def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``[batch, frames, dim]`` -> ``[batch, dim]`` mean over the valid frames."""
+    mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
+    return (x * mask[..., None]).sum(1) / lengths.clamp(min=1)[:, None].to(x.dtype)
+
+
+class UtteranceHead(nn.Module):
+    """Linear(D, proj) -> mean pool -> one linear classifier per slot (SUPERB IC/SID).
+
+    Because the first operation is linear, ``forward(mean of x)`` equals
+    ``forward(x, lengths)``: the engine may cache per-layer utterance means.
+    """
+
+    def __init__(self, dim: int, classes: Sequence[int], proj: int = 256) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, proj)
+        self.classifiers = nn.ModuleList(nn.Linear(proj, c) for c in classes)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+        h = self.proj(x)
+        if x.dim() == 3:
+            h = masked_mean(h, lengths)
+        return [clf(h) for clf in self.classifiers]
+
+
+class FrameLinear(nn.Module):
+    """Per-frame linear classifier (s3prl phone_linear)."""
+
+    def __init__(self, dim: int, classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.linear(x)
+
+
+class CtcLinear(nn.Module):
+    """Linear CTC head (SUPERB PR): log-probabilities ``[batch, frames, vocab + 1]`` (blank 0)."""
+
+    def __init__(self, dim: int, vocab: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, vocab + 1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return F.log_softmax(self.linear(x), dim=-1)
+
+
+class BiLstmCtc(nn.Module):
+    """Projection -> BiLSTM stack -> linear CTC output (SUPERB ASR)."""
+
+    def __init__(self, dim: int, vocab: int, proj: int = 1024, hidden: int = 1024, layers: int = 2,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, proj)
+        self.lstm = nn.LSTM(proj, hidden, num_layers=layers, bidirectional=True, batch_first=True,
+                            dropout=dropout if layers > 1 else 0.0)
+        self.out = nn.Linear(2 * hidden, vocab + 1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.proj(x)
+        packed = nn.utils.rnn.pack_padded_sequence(h, lengths.clamp(min=1).cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        h, _ = self.lstm(packed)
+        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1])
+        return F.log_softmax(self.out(h), dim=-1)
+
+
+class Probe(nn.Module):
+    """Featurizer + head: one layer setting of one task."""
+
+    def __init__(self, featurizer: Featurizer, head: nn.Module) -> None:
+        super().__init__()
+        self.featurizer = featurizer
+        self.head = head
+
+    def forward(self, hidden: Sequence[torch.Tensor], lengths: torch.Tensor | None):
+        return self.head(self.featurizer(hidden), lengths)
+
+
+def ctc_greedy(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """Best path: argmax per frame, merge repeats, drop blanks (0). Token ids are 1-based."""
+    best = log_probs.argmax(-1).cpu()
+    out = []
+    for seq, n in zip(best, lengths.tolist()):
+        ids, prev = [], 0
+        for t in seq[:n].tolist():
+            if t != prev and t != 0:
+                ids.append(t)
+            prev = t
+        out.append(ids)
+    return out

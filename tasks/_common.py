@@ -1,0 +1,53 @@
+"""Shared pieces of the task plugins (data-root handling, split names, label maps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError
+
+LIBRI_SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
+FSC_SPLITS = {"train": "train", "dev": "valid", "test": "test"}
+VOX_SPLITS = {"train": "train", "dev": "dev", "test": "test"}
+LABEL_SHIFT = 160  # 10 ms label frames
+
+
+def split_name(config: dict, mapping: dict, split: str) -> str:
+    """The corpus's own name for a harness split; ``config['splits']`` may rename them."""
+    names = dict(mapping)
+    names.update(config.get("splits") or {})
+    return names[split]
+
+
+def frame_targets(labels: list[np.ndarray], frames: torch.Tensor, hop: int) -> torch.Tensor:
+    """Map 10 ms labels onto feature frames of ``hop`` samples: frame j takes the label at
+    its centre sample j*hop + hop/2. Padding and frames past the labels get -100."""
+    out = torch.full((len(labels), int(frames.max()) if len(frames) else 0), -100, dtype=torch.long)
+    for i, (lab, n) in enumerate(zip(labels, frames.tolist())):
+        idx = (np.arange(n) * hop + hop // 2) // LABEL_SHIFT
+        ok = idx < len(lab)
+        out[i, : n][torch.from_numpy(ok)] = torch.from_numpy(np.asarray(lab)[idx[ok]]).long()
+    return out
+
+
+class LabelMap:
+    """Sorted string labels <-> ids, fitted on training targets."""
+
+    def __init__(self, labels) -> None:
+        self.labels = sorted(set(labels))
+        self.index = {l: i for i, l in enumerate(self.labels)}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def encode(self, label: str) -> int:
+        return self.index.get(label, -1)  # unseen in training: can never be predicted right
+
+
+def require_examples(examples: list, what: str, root: Path) -> list:
+    if not examples:
+        raise HarnessError(f"no {what} examples under {root}; check --data-root")
+    return examples
