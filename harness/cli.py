@@ -133,6 +133,69 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .fsutil import write_text
+    from .report import format_table, load_records, plot, plot_name, rank
+
+    rankings = rank(load_records(Path(args.results), args.upstream, args.task))
+    text = format_table(rankings, args.format)
+    if args.output:
+        write_text(args.output, text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    if args.plots:
+        for r in rankings:
+            if r.layers:
+                plot(r, Path(args.plots) / plot_name(r))
+        print(f"plots in {args.plots}", file=sys.stderr)
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from .leaderboard import build
+
+    paths = build(Path(args.results), Path(args.out or args.results))
+    print("wrote " + ", ".join(str(p) for p in paths[:3]) + f" and {len(paths) - 3} plots")
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from .errors import HarnessError
+    from .recommend import choose, costs, export
+    from .report import load_records, rank
+
+    rankings = [r for r in rank(load_records(Path(args.results), args.upstream, args.task)) if r.layers]
+    if not rankings:
+        raise HarnessError(f"no single-layer results for {args.upstream} / {args.task}; run `harness run --layer all` first")
+    if len(rankings) > 1:
+        print(f"note: {len(rankings)} settings found; using setting {rankings[0].setting}", file=sys.stderr)
+    r = rankings[0]
+    pick = choose(r, args.tolerance)
+    best = r.best
+    rule = "not significantly worse than the best (paired bootstrap, 95%)" if args.tolerance is None else \
+        f"within {args.tolerance} {r.metric} of the best"
+    print(f"{r.upstream} · {r.task}: best layer {best.layer} ({best.name}) {r.metric} {best.score:.4f} "
+          f"[{best.ci_low:.4f}, {best.ci_high:.4f}]")
+    print(f"recommended layer: {pick.layer} ({pick.name}) {r.metric} {pick.score:.4f} "
+          f"[{pick.ci_low:.4f}, {pick.ci_high:.4f}]: the lowest layer {rule}")
+    spec = r.upstream.replace(" (random init)", "")
+    pair = None if r.upstream.endswith("(random init)") else costs(spec, int(pick.layer))
+    if pair:
+        full, cut = pair
+        print(f"{'':18}{'params':>12}{'GFLOPs/s audio':>16}{'CPU ms / 10 s':>15}")
+        print(f"{'full model':18}{full.params:>12,}{full.gflops_per_second:>16.2f}{full.latency_ms:>15.1f}")
+        print(f"{'truncated at ' + str(pick.layer):18}{cut.params:>12,}{cut.gflops_per_second:>16.2f}{cut.latency_ms:>15.1f}")
+        print(f"saves {1 - cut.params / full.params:.0%} of parameters, {1 - cut.gflops_per_second / full.gflops_per_second:.0%} "
+              f"of FLOPs, {1 - cut.latency_ms / full.latency_ms:.0%} of CPU time")
+    else:
+        print("(cost comparison is available for hf: upstreams with pretrained weights)")
+    if args.export:
+        out = export(spec, int(pick.layer), Path(args.export))
+        print(f"exported the model truncated after layer {pick.layer} to {out} (load it with --upstream hf:{out})")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -208,6 +271,33 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--accelerator", default="cpu", help="passed to Lightning: cpu, gpu, auto (default cpu)")
     rn.add_argument("--quiet", action="store_true", help="no progress bars")
     rn.set_defaults(func=_run)
+
+    rp = sub.add_parser("report", help="rank layers per upstream and task with 95% confidence intervals",
+                        description="Rank layers by test metric with bootstrap CIs over test utterances (and seeds), "
+                                    "mark the layers not significantly worse than the best, show the weighted sum.")
+    rp.add_argument("--results", default="results", help="records folder (default: results)")
+    rp.add_argument("--upstream", help="only this upstream spec")
+    rp.add_argument("--task", help="only this task")
+    rp.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+    rp.add_argument("--output", help="write to this file instead of the terminal")
+    rp.add_argument("--plots", help="also write metric-vs-layer PNGs to this folder")
+    rp.set_defaults(func=_report)
+
+    lb = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md, leaderboard.csv and index.html",
+                        description="Regenerate the leaderboard from the records alone (byte-identical for the same records).")
+    lb.add_argument("--results", default="results", help="records folder (default: results)")
+    lb.add_argument("--out", help="output folder (default: the results folder)")
+    lb.set_defaults(func=_leaderboard)
+
+    rc = sub.add_parser("recommend", help="the layer to fine-tune from or truncate at, and what it saves",
+                        description="Lowest layer within tolerance of the best; parameters, FLOPs and CPU latency of "
+                                    "the truncated vs the full model; optional export of the truncated model.")
+    rc.add_argument("--results", default="results")
+    rc.add_argument("--upstream", required=True)
+    rc.add_argument("--task", required=True)
+    rc.add_argument("--tolerance", type=float, help="max metric difference from the best (default: not significantly worse)")
+    rc.add_argument("--export", help="write the truncated model here (HF directory)")
+    rc.set_defaults(func=_recommend)
     return parser
 
 

@@ -302,17 +302,18 @@ def package_versions() -> dict:
     return out
 
 
-def _evaluate(module, probe_key: str, loader, examples: list[Example]) -> tuple[dict, dict]:
+def _evaluate(module, loader, examples: list[Example]) -> dict[str, tuple[dict, dict]]:
+    """Score every probe in one pass over the data: {probe key: (metrics, outcomes)}."""
     task = module.task
-    probe = module.probes[probe_key]
-    preds: dict[str, Any] = {}
+    preds: dict[str, dict[str, Any]] = {key: {} for key in module.probes}
     module.eval()
     with torch.no_grad():
         for batch in loader:
             hidden, b = module._batch(batch)
-            for e, p in zip(batch["examples"], task.predict(probe(hidden, b["lengths"]), b)):
-                preds[e.id] = p
-    return task.score(preds, examples)
+            for key, probe in module.probes.items():
+                for e, p in zip(batch["examples"], task.predict(probe(hidden, b["lengths"]), b)):
+                    preds[key][e.id] = p
+    return {key: task.score(preds[key], examples) for key in module.probes}
 
 
 @dataclass
@@ -379,6 +380,7 @@ def run(req: RunRequest) -> list[Path]:
     needed = sorted({i for p in probes for i in p.layers})
 
     # data
+    t_extract = time.time()
     if req.no_cache:
         datasets = {s: WaveDataset(examples[s]) for s in SPLITS}
     else:
@@ -411,6 +413,7 @@ def run(req: RunRequest) -> list[Path]:
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
 
+    t_train = time.time()
     pl.seed_everything(req.seed, workers=True, verbose=False)
     module = make_module(task, probes, dims, hop, config, examples["dev"], upstream=upstream if req.no_cache else None,
                          pooled=pooled)
@@ -441,8 +444,15 @@ def run(req: RunRequest) -> list[Path]:
         if best is None:
             raise HarnessError("training finished without a validation pass; raise --max-steps above val_interval")
         module.probes[spec.key].load_state_dict(best["state"])
-        dev_metrics, _ = _evaluate(module, spec.key, eval_loaders["dev"], examples["dev"])
-        test_metrics, outcomes = _evaluate(module, spec.key, eval_loaders["test"], examples["test"])
+    t_eval = time.time()
+    dev_scores = _evaluate(module, eval_loaders["dev"], examples["dev"])
+    test_scores = _evaluate(module, eval_loaders["test"], examples["test"])
+    timing = {"extract_s": round(t_train - t_extract, 1), "train_s": round(t_eval - t_train, 1),
+              "evaluate_s": round(time.time() - t_eval, 1)}
+    for spec in probes:
+        best = module.best[spec.key]
+        dev_metrics, _ = dev_scores[spec.key]
+        test_metrics, outcomes = test_scores[spec.key]
         featurizer = module.probes[spec.key].featurizer
         weights = featurizer.mix().detach().tolist() if spec.weighted else None
         record = {
@@ -459,13 +469,18 @@ def run(req: RunRequest) -> list[Path]:
             "best_step": best["step"], "steps": steps, "seed": req.seed,
             "config": config, "data_root": str(data_root), "corpus": _corpus_identity(data_root),
             "no_cache": req.no_cache, "pooled_cache": pooled, "test_utterances": len(examples["test"]),
-            "versions": versions, "wall_time_s": round(time.time() - t_start, 1), "peak_rss_mb": round(peak_mb, 1),
+            "versions": versions, "wall_time_s": round(time.time() - t_start, 1), "timing": timing,
+            "peak_rss_mb": round(peak_mb, 1),
             "run_key": run_key, "dropped_utterances": getattr(task, "dropped", {}),
         }
+        from .report import setting_id
+
+        # runs measured differently (corpus, config, steps, version) never overwrite each other
+        folder = out_dir / setting_id(record)
         stem = f"{spec.key}_seed{req.seed}"
-        write_json(out_dir / f"{stem}.json", record)
-        write_json(out_dir / f"{stem}.outcomes.json", outcomes)
-        records.append(out_dir / f"{stem}.json")
+        write_json(folder / f"{stem}.outcomes.json", outcomes)
+        write_json(folder / f"{stem}.json", record)
+        records.append(folder / f"{stem}.json")
     return records
 
 

@@ -122,7 +122,7 @@ def test_every_task_runs_all_layers_and_writes_records(tiny_corpus, tiny_hf, hom
         assert r["wall_time_s"] >= 0 and r["peak_rss_mb"] > 0 and r["config"]["val_interval"] == 3
     weighted = records[-1]
     assert weighted["layer"] == "weighted" and abs(sum(weighted["layer_weights"]) - 1) < 1e-6
-    out_dir = next((tmp_path / "res").glob("*")) / task
+    out_dir = next((tmp_path / "res").glob(f"*/{task}/*"))
     o = json.loads((out_dir / "weighted_seed0.outcomes.json").read_text())
     assert len(o["ids"]) == weighted["test_utterances"]
 
@@ -211,7 +211,7 @@ def test_cli_run_and_one_line_errors(tiny_corpus, tmp_path):
             "--max-steps", "4", "--set", "val_interval=2"]
     ok = _cli(*base, "--task", "slu", "--layer", "0", env=env)
     assert ok.returncode == 0, ok.stderr
-    assert (tmp_path / "r" / "fbank" / "ic" / "layer_0_seed0.json").exists() and "layer_0" in ok.stdout
+    assert list((tmp_path / "r" / "fbank" / "ic").glob("*/layer_0_seed0.json")) and "layer_0" in ok.stdout
     cases = [
         (["--task", "ic", "--layer", "3"], "out of range"),
         (["--task", "ic", "--layer", "1-x"], "is not N"),
