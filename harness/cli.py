@@ -196,6 +196,35 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from .analysis import resolve_checkpoints, run_cca, run_cka
+    from .engine import _embedded_root
+
+    data_root = Path(args.data_root) if args.data_root else _embedded_root()
+    checkpoints = resolve_checkpoints(args.checkpoints) if args.checkpoints else None
+    if args.measure == "cca":
+        specs = checkpoints or [args.upstream]
+        if not specs or specs == [None]:
+            from .errors import HarnessError
+
+            raise HarnessError("give --upstream or --checkpoints")
+        out = Path(args.out or f"cca_{args.property}.csv")
+        path, summary = run_cca(specs, args.property, data_root, args.split, out, args.random_init, args.folds,
+                                args.trials, args.max_samples, args.top_words, args.per_label, args.limit, args.seed,
+                                progress=not args.quiet)
+        print(f"{'checkpoint':<40}{'layer':>6}{'PWCCA':>9}{'std':>8}{'eps':>9}{'failed':>8}")
+        for r in summary:
+            print(f"{str(r['checkpoint'])[-40:]:<40}{r['layer']:>6}{r['mean']:>9.4f}{r['std']:>8.4f}"
+                  f"{str(r['epsilon']):>9}{r['failed_fits']:>8}")
+        print(f"rows: {path}; summary: {path.with_name(path.stem + '.summary.csv')}; plot: {path.with_suffix('.png')}")
+        return 0
+    out = Path(args.out or "cka.csv")
+    path = run_cka(args.upstream, args.against, data_root, args.split, out, args.random_init, args.max_samples,
+                   args.limit, args.seed, checkpoints=checkpoints, progress=not args.quiet)
+    print(f"rows: {path}; heatmap: {path.with_suffix('.png')}")
+    return 0
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -298,6 +327,33 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--tolerance", type=float, help="max metric difference from the best (default: not significantly worse)")
     rc.add_argument("--export", help="write the truncated model here (HF directory)")
     rc.set_defaults(func=_recommend)
+
+    an = sub.add_parser("analyze", help="layerwise CCA with acoustic/phone/word properties, CKA between layers",
+                        description="Analyses on the upstream interface and the corpus alignments.")
+    asub = an.add_subparsers(dest="measure", metavar="MEASURE")
+    for name, helptext in (("cca", "projection-weighted CCA of every layer with a property"),
+                           ("cka", "linear CKA (biased and debiased) for every layer pair")):
+        ap = asub.add_parser(name, help=helptext, description=helptext)
+        ap.add_argument("--upstream", help="registry name or BACKEND:SOURCE")
+        ap.add_argument("--checkpoints", nargs="+", help="several checkpoints of one model (paths or globs): "
+                        "checkpoint x layer grid")
+        ap.add_argument("--data-root", help="corpus root with LibriSpeech alignments (default: embedded corpus)")
+        ap.add_argument("--split", default="dev", help="LibriSpeech split (default dev)")
+        ap.add_argument("--limit", type=int, help="use only the first N utterances")
+        ap.add_argument("--random-init", action="store_true")
+        ap.add_argument("--seed", type=int, default=0)
+        ap.add_argument("--out", help="tidy CSV (a PNG is written next to it)")
+        ap.add_argument("--quiet", action="store_true")
+        ap.add_argument("--max-samples", type=int, default=20000, help="frames/segments kept (default 20000)")
+        if name == "cca":
+            ap.add_argument("--property", choices=["mel", "phone", "word"], required=True)
+            ap.add_argument("--folds", type=int, default=5)
+            ap.add_argument("--trials", type=int, default=3)
+            ap.add_argument("--top-words", type=int, default=500)
+            ap.add_argument("--per-label", type=int, default=200, help="max samples per phone/word (default 200)")
+        else:
+            ap.add_argument("--against", help="a second upstream (default: the same model)")
+        ap.set_defaults(func=_analyze)
     return parser
 
 

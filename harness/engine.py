@@ -183,7 +183,7 @@ def _lightning():
 
 
 def make_module(task: Task, probes: list[ProbeSpec], dims: list[int], hop: int | None, config: dict,
-                dev_examples: list[Example], upstream=None, pooled: bool = False):
+                dev_examples: list[Example], upstream=None, pooled: bool = False, offset: int = 0):
     pl = _lightning()
 
     class ProbeModule(pl.LightningModule):
@@ -192,6 +192,7 @@ def make_module(task: Task, probes: list[ProbeSpec], dims: list[int], hop: int |
         def __init__(self) -> None:
             super().__init__()
             self.task, self.specs, self.hop, self.config, self.pooled = task, probes, hop, config, pooled
+            self.offset = offset
             self.upstream = upstream
             if upstream is not None:
                 upstream.requires_grad_(False)
@@ -219,7 +220,7 @@ def make_module(task: Task, probes: list[ProbeSpec], dims: list[int], hop: int |
             hidden, lengths = self._features(batch)
             b = dict(batch)
             b["lengths"] = lengths
-            b.update(self.task.batch_targets(batch["examples"], lengths, self.hop))
+            b.update(self.task.batch_targets(batch["examples"], lengths, self.hop, self.offset))
             return hidden, b
 
         def training_step(self, batch, batch_idx):
@@ -413,10 +414,16 @@ def run(req: RunRequest) -> list[Path]:
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.ckpt"
 
+    # a finished run with its records in place: nothing to do (keeps the second run fast)
+    out_dir = Path(req.out) / _slug(req.upstream + ("_random-init" if req.random_init else "")) / task.name
+    done = _finished_records(out_dir, probes, req.seed, run_key, int(config["max_steps"]))
+    if done is not None:
+        return done
+
     t_train = time.time()
     pl.seed_everything(req.seed, workers=True, verbose=False)
     module = make_module(task, probes, dims, hop, config, examples["dev"], upstream=upstream if req.no_cache else None,
-                         pooled=pooled)
+                         pooled=pooled, offset=upstream.info.frame_offset)
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_epochs=1,
@@ -438,7 +445,6 @@ def run(req: RunRequest) -> list[Path]:
     versions = package_versions()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     records = []
-    out_dir = Path(req.out) / _slug(req.upstream + ("_random-init" if req.random_init else "")) / task.name
     for spec in probes:
         best = module.best.get(spec.key)
         if best is None:
@@ -482,6 +488,25 @@ def run(req: RunRequest) -> list[Path]:
         write_json(folder / f"{stem}.json", record)
         records.append(folder / f"{stem}.json")
     return records
+
+
+def _finished_records(out_dir: Path, probes: list[ProbeSpec], seed: int, run_key: str, steps: int) -> list[Path] | None:
+    """The record paths if every probe of this run already has a record at ``steps``."""
+    found = []
+    for spec in probes:
+        hits = []
+        for path in sorted(out_dir.glob(f"*/{spec.key}_seed{seed}.json")):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if data.get("run_key") == run_key and data.get("steps") == steps and \
+                    path.with_name(f"{spec.key}_seed{seed}.outcomes.json").exists():
+                hits.append(path)
+        if not hits:
+            return None
+        found.append(hits[0])
+    return found
 
 
 def _embedded_root() -> Path:

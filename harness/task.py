@@ -95,8 +95,10 @@ class Task(abc.ABC):
         """
 
     # --- helpers ---------------------------------------------------------------
-    def batch_targets(self, examples: list[Example], frames: torch.Tensor | None, hop: int | None) -> dict:
-        """Collate targets of a batch; ``frames`` are the feature lengths (frame tasks)."""
+    def batch_targets(self, examples: list[Example], frames: torch.Tensor | None, hop: int | None,
+                      offset: int = 0) -> dict:
+        """Collate targets of a batch; ``frames`` are the feature lengths, ``hop`` and
+        ``offset`` place feature frame j at sample j * hop + offset (frame tasks)."""
         return {"targets": [e.target for e in examples]}
 
 

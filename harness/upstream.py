@@ -74,6 +74,8 @@ class UpstreamInfo:
     hop: int | None
     weights_sha256: str | None  # of the weight files used; None for parameter-free features
     random_init: bool = False
+    #: sample index of the centre of frame 0 (frame j is centred at j * hop + frame_offset)
+    frame_offset: int = 0
     notes: dict = field(default_factory=dict)
 
 
@@ -103,6 +105,15 @@ def conv_frames(lengths: torch.Tensor, kernels: Sequence[int], strides: Sequence
     for k, s in zip(kernels, strides):
         out = torch.div(out - k, s, rounding_mode="floor") + 1
     return out.clamp(min=0)
+
+
+def receptive_field(kernels: Sequence[int], strides: Sequence[int]) -> int:
+    """Samples seen by one output frame of a stack of 1-D convolutions."""
+    field, jump = 1, 1
+    for k, s in zip(kernels, strides):
+        field += (k - 1) * jump
+        jump *= s
+    return field
 
 
 def pad_batch(waves: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,12 +22,13 @@ def split_name(config: dict, mapping: dict, split: str) -> str:
     return names[split]
 
 
-def frame_targets(labels: list[np.ndarray], frames: torch.Tensor, hop: int) -> torch.Tensor:
-    """Map 10 ms labels onto feature frames of ``hop`` samples: frame j takes the label at
-    its centre sample j*hop + hop/2. Padding and frames past the labels get -100."""
+def frame_targets(labels: list[np.ndarray], frames: torch.Tensor, hop: int, offset: int) -> torch.Tensor:
+    """Map 10 ms labels onto feature frames: frame j (centred at sample j*hop + offset, the
+    middle of its receptive field) takes the label of the 10 ms frame holding that sample.
+    Padding and frames past the labels get -100."""
     out = torch.full((len(labels), int(frames.max()) if len(frames) else 0), -100, dtype=torch.long)
     for i, (lab, n) in enumerate(zip(labels, frames.tolist())):
-        idx = (np.arange(n) * hop + hop // 2) // LABEL_SHIFT
+        idx = (np.arange(n) * hop + offset) // LABEL_SHIFT
         ok = idx < len(lab)
         out[i, : n][torch.from_numpy(ok)] = torch.from_numpy(np.asarray(lab)[idx[ok]]).long()
     return out

@@ -43,7 +43,7 @@ class SpeechRecognition(Task):
         h = self.config["head"]
         return BiLstmCtc(dim, len(CHARS), proj=h["proj"], hidden=h["hidden"], layers=h["layers"], dropout=h["dropout"])
 
-    def batch_targets(self, examples, frames, hop):
+    def batch_targets(self, examples, frames, hop, offset=0):
         targets = [torch.tensor(e.target, dtype=torch.long) for e in examples]
         return {"targets": torch.cat(targets), "target_lengths": torch.tensor([len(t) for t in targets])}
 

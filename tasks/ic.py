@@ -36,7 +36,7 @@ class IntentClassification(Task):
     def build_head(self, dim: int):
         return UtteranceHead(dim, [len(s) for s in self.slots], proj=self.config["head"]["proj"])
 
-    def batch_targets(self, examples, frames, hop):
+    def batch_targets(self, examples, frames, hop, offset=0):
         ids = [[self.slots[k].encode(e.target[k]) for k in range(3)] for e in examples]
         return {"targets": torch.tensor(ids, dtype=torch.long)}
 

@@ -1,7 +1,8 @@
 """Frame-level phone classification (s3prl ``phone_linear``): a linear layer per frame.
 
 Labels are s3prl's 10 ms phone indices (``converted_aligned_phones.txt``); feature
-frame j of an upstream with hop h takes the label at its centre sample j*h + h/2.
+frame j of an upstream takes the label at its centre sample j*hop + offset (offset =
+half the receptive field: 200 samples for Kaldi fbank and wav2vec2-style CNNs).
 Accuracy is over all valid frames of the split.
 """
 
@@ -46,8 +47,8 @@ class PhoneClassification(Task):
     def build_head(self, dim: int):
         return FrameLinear(dim, len(self.inventory))
 
-    def batch_targets(self, examples, frames, hop):
-        return {"targets": frame_targets([e.target for e in examples], frames, hop)}
+    def batch_targets(self, examples, frames, hop, offset=0):
+        return {"targets": frame_targets([e.target for e in examples], frames, hop, offset)}
 
     def loss(self, output, batch):
         y = batch["targets"]

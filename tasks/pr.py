@@ -56,7 +56,7 @@ class PhoneRecognition(Task):
     def build_head(self, dim: int):
         return CtcLinear(dim, len(ARPABET))
 
-    def batch_targets(self, examples, frames, hop):
+    def batch_targets(self, examples, frames, hop, offset=0):
         targets = [torch.tensor(e.target, dtype=torch.long) for e in examples]
         return {"targets": torch.cat(targets), "target_lengths": torch.tensor([len(t) for t in targets])}
 

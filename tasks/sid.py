@@ -35,7 +35,7 @@ class SpeakerIdentification(Task):
     def build_head(self, dim: int):
         return UtteranceHead(dim, [len(self.speakers)], proj=self.config["head"]["proj"])
 
-    def batch_targets(self, examples, frames, hop):
+    def batch_targets(self, examples, frames, hop, offset=0):
         return {"targets": torch.tensor([self.speakers.encode(e.target) for e in examples], dtype=torch.long)}
 
     def loss(self, output, batch):

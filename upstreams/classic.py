@@ -24,7 +24,8 @@ class ClassicUpstream(Upstream):
         super().__init__()
         self.kind = kind
         self.info = UpstreamInfo(spec=f"classic:{kind}", backend="classic", source=kind, layer_names=[kind],
-                                 dims=[KINDS[kind]], hop=HOP, weights_sha256=None, notes={"dither": 0.0})
+                                 dims=[KINDS[kind]], hop=HOP, weights_sha256=None, frame_offset=WINDOW // 2,
+                                 notes={"dither": 0.0})
 
     @classmethod
     def load(cls, source: str, random_init: bool = False, seed: int = 0) -> "ClassicUpstream":

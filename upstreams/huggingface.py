@@ -30,7 +30,7 @@ import torch
 from harness.errors import HarnessError
 from harness.fsutil import sha256_file
 from harness.offline import require_network
-from harness.upstream import Layers, Upstream, UpstreamInfo
+from harness.upstream import Layers, Upstream, UpstreamInfo, receptive_field
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -119,6 +119,7 @@ class HFUpstream(Upstream):
             layer_names=["cnn"] + [f"transformer_{i}" for i in range(1, n + 1)],
             dims=[config.hidden_size] * (n + 1), hop=int(torch.tensor(config.conv_stride).prod()),
             weights_sha256=digest, random_init=random_init,
+            frame_offset=receptive_field(config.conv_kernel, config.conv_stride) // 2,
             notes={"model_type": config.model_type, "stable_layer_norm": bool(getattr(config, "do_stable_layer_norm", False)),
                    "normalize_waveform": normalize},
         )

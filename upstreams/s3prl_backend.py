@@ -22,7 +22,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.fsutil import sha256_file
-from harness.upstream import Layers, Upstream, UpstreamInfo, conv_frames
+from harness.upstream import Layers, Upstream, UpstreamInfo, conv_frames, receptive_field
 
 _CACHE_HINT = "~/.cache/s3prl/download"
 
@@ -62,6 +62,9 @@ class S3prlUpstream(Upstream):
             convs = [m for m in cnn.modules() if isinstance(m, torch.nn.Conv1d)]
             self._conv = ([c.kernel_size[0] for c in convs], [c.stride[0] for c in convs])
             self.padding_sensitive = any(isinstance(m, torch.nn.GroupNorm) for m in cnn.modules())
+            info.frame_offset = receptive_field(*self._conv) // 2
+        elif info.hop:
+            info.frame_offset = info.hop // 2
 
     @classmethod
     def load(cls, source: str, random_init: bool = False, seed: int = 0) -> "S3prlUpstream":

@@ -26,7 +26,7 @@ import torch
 from harness.errors import HarnessError
 from harness.fsutil import sha256_file
 from harness.offline import require_network
-from harness.upstream import Layers, Upstream, UpstreamInfo, conv_frames
+from harness.upstream import Layers, Upstream, UpstreamInfo, conv_frames, receptive_field
 
 _FACTORIES = (
     "wav2vec2_model", "wavlm_model", "hubert_base", "hubert_large", "hubert_xlarge", "wav2vec2_base",
@@ -142,6 +142,8 @@ class TorchaudioUpstream(Upstream):
             spec=f"torchaudio:{source}", backend="torchaudio", source=source,
             layer_names=["cnn"] + [f"transformer_{i}" for i in range(1, n + 1)], dims=[dim] * (n + 1), hop=hop,
             weights_sha256=digest, random_init=random_init,
+            frame_offset=receptive_field([l.conv.kernel_size[0] for l in model.feature_extractor.conv_layers],
+                                         [l.conv.stride[0] for l in model.feature_extractor.conv_layers]) // 2,
             notes={"layer_norm_first": bool(model.encoder.transformer.layer_norm_first), "normalize_waveform": bool(normalize)},
         )
         return cls(model, bool(normalize), info)
