@@ -223,9 +223,13 @@ def summarise(rows: list[dict]) -> list[dict]:
         groups[(r["checkpoint"], r["layer"], r["property"], r["trial"], r["fold"])].append(r)
     per = defaultdict(list)
     failed = Counter()
+    first_error: dict = {}
     for (ck, layer, prop, _, _), rs in groups.items():
         ok = [r for r in rs if not r["error"]]
         failed[(ck, layer, prop)] += len(rs) - len(ok)
+        for r in rs:
+            if r["error"]:
+                first_error.setdefault((ck, layer, prop), f"epsilon {r['epsilon']}: {r['error']}")
         if ok:
             best = max(ok, key=lambda r: (r["dev_score"], -r["epsilon"]))
             per[(ck, layer, prop)].append((best["score"], best["epsilon"]))
@@ -236,7 +240,8 @@ def summarise(rows: list[dict]) -> list[dict]:
         out.append({"checkpoint": key[0], "layer": key[1], "property": key[2],
                     "mean": float(np.mean(vals)) if vals else float("nan"),
                     "std": float(np.std(vals)) if vals else float("nan"), "n": len(vals),
-                    "epsilon": eps[0][0] if eps else None, "failed_fits": failed[key]})
+                    "epsilon": eps[0][0] if eps else None, "failed_fits": failed[key],
+                    "first_error": first_error.get(key, "")})
     return out
 
 
@@ -350,12 +355,20 @@ def run_cca(specs: list[str], prop: str, data_root: Path, split: str, out: Path,
             progress: bool = True) -> tuple[Path, list[dict]]:
     from .upstream import load_upstream
 
+    if folds < 3:
+        raise HarnessError("--folds must be at least 3 (one test, one dev and at least one training fold)")
     utts = load_utterances(data_root, split, limit)
     rows = []
     for spec in specs:
         up = load_upstream(spec, random_init=random_init)
         frames = layer_frames(up, utts, progress)
         xs, y, labels = property_samples(prop, up, utts, frames, max_samples, top_words, per_label, seed)
+        n_train = len(y) * (folds - 2) // folds
+        widest = max(max(x.shape[1] for x in xs), y.shape[1])
+        if n_train <= widest:
+            raise HarnessError(f"{len(y)} {prop} samples ({n_train} per training split) for up to {widest} dimensions: "
+                               "CCA needs more samples than dimensions; use more utterances (--limit, --split) "
+                               "or fewer property classes (--top-words)")
         if progress:
             print(f"{spec}: {len(y)} {prop} samples, {y.shape[1]} property dims, {len(xs)} layers", file=sys.stderr)
         rows += cca_rows(spec + (" (random init)" if random_init else ""), spec, up.info.layer_names, xs, y, labels,

@@ -216,6 +216,14 @@ def _analyze(args: argparse.Namespace) -> int:
         for r in summary:
             print(f"{str(r['checkpoint'])[-40:]:<40}{r['layer']:>6}{r['mean']:>9.4f}{r['std']:>8.4f}"
                   f"{str(r['epsilon']):>9}{r['failed_fits']:>8}")
+        failures = [r for r in summary if r["failed_fits"]]
+        if failures:
+            print(f"{sum(r['failed_fits'] for r in failures)} fits failed (rows kept in the CSV with their error); "
+                  f"first: layer {failures[0]['layer']}, {failures[0]['first_error']}")
+        if all(r["n"] == 0 for r in summary):
+            from .errors import HarnessError
+
+            raise HarnessError(f"no CCA fit succeeded: {summary[0]['first_error']}")
         print(f"rows: {path}; summary: {path.with_name(path.stem + '.summary.csv')}; plot: {path.with_suffix('.png')}")
         return 0
     out = Path(args.out or "cka.csv")

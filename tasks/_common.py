@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from harness.errors import HarnessError
+from harness.task import MetricSpec, Task
 
 LIBRI_SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
 FSC_SPLITS = {"train": "train", "dev": "valid", "test": "test"}
@@ -52,3 +54,23 @@ def require_examples(examples: list, what: str, root: Path) -> list:
     if not examples:
         raise HarnessError(f"no {what} examples under {root}; check --data-root")
     return examples
+
+
+class CtcTask(Task):
+    """Shared by the CTC tasks (ASR, PR): LibriSpeech data, token ids 1..V (0 = blank)."""
+
+    level = "ctc"
+    dataset = "librispeech"
+
+    def __init__(self, config: dict, tokens: list[str]) -> None:
+        super().__init__(config)
+        self.tokens = tokens
+        self.index = {t: i + 1 for i, t in enumerate(tokens)}
+
+    def batch_targets(self, examples, frames, hop, offset=0):
+        targets = [torch.tensor(e.target, dtype=torch.long) for e in examples]
+        return {"targets": torch.cat(targets), "target_lengths": torch.tensor([len(t) for t in targets])}
+
+    def loss(self, output, batch):
+        return F.ctc_loss(output.transpose(0, 1), batch["targets"], batch["lengths"], batch["target_lengths"],
+                          blank=0, zero_infinity=True)

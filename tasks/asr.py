@@ -8,28 +8,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from harness.data import read_librispeech
 from harness.heads import BiLstmCtc, ctc_greedy
 from harness.metrics import error_counts, error_rate
-from harness.task import Example, MetricSpec, Task
+from harness.task import Example, MetricSpec
 
-from ._common import LIBRI_SPLITS, require_examples, split_name
+from ._common import LIBRI_SPLITS, CtcTask, require_examples, split_name
 
 CHARS = ["|"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)] + ["'"]
 
 
-class SpeechRecognition(Task):
+class SpeechRecognition(CtcTask):
     name = "asr"
-    level = "ctc"
-    dataset = "librispeech"
     metric = MetricSpec("wer", higher_is_better=False)
 
     def __init__(self, config: dict) -> None:
-        super().__init__(config)
-        self.index = {c: i + 1 for i, c in enumerate(CHARS)}  # 0 is the CTC blank
+        super().__init__(config, CHARS)
 
     def examples(self, data_root: Path, split: str) -> list[Example]:
         out = []
@@ -42,14 +36,6 @@ class SpeechRecognition(Task):
     def build_head(self, dim: int):
         h = self.config["head"]
         return BiLstmCtc(dim, len(CHARS), proj=h["proj"], hidden=h["hidden"], layers=h["layers"], dropout=h["dropout"])
-
-    def batch_targets(self, examples, frames, hop, offset=0):
-        targets = [torch.tensor(e.target, dtype=torch.long) for e in examples]
-        return {"targets": torch.cat(targets), "target_lengths": torch.tensor([len(t) for t in targets])}
-
-    def loss(self, output, batch):
-        return F.ctc_loss(output.transpose(0, 1), batch["targets"], batch["lengths"], batch["target_lengths"],
-                          blank=0, zero_infinity=True)
 
     def predict(self, output, batch):
         texts = []

