@@ -111,16 +111,32 @@ def _run(args: argparse.Namespace) -> int:
     from .engine import RunRequest, run
     from .task import parse_overrides
 
+    from .errors import HarnessError
+
     devices: str | int = args.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
-    req = RunRequest(
-        upstream=args.upstream, task=args.task, layer=args.layer, data_root=Path(args.data_root) if args.data_root else None,
-        out=Path(args.out), seed=args.seed, max_steps=args.max_steps, overrides=parse_overrides(args.set or []),
-        no_cache=args.no_cache, random_init=args.random_init, init_seed=args.init_seed, devices=devices,
-        strategy=args.strategy, accelerator=args.accelerator, progress=not args.quiet,
-    )
-    paths = run(req)
+    if bool(args.upstream) == bool(args.checkpoints):
+        raise HarnessError("give exactly one of --upstream or --checkpoints")
+
+    def request(spec: str) -> RunRequest:
+        return RunRequest(
+            upstream=spec, task=args.task, layer=args.layer, data_root=Path(args.data_root) if args.data_root else None,
+            out=Path(args.out), seed=args.seed, max_steps=args.max_steps, overrides=parse_overrides(args.set or []),
+            no_cache=args.no_cache, random_init=args.random_init, init_seed=args.init_seed, devices=devices,
+            strategy=args.strategy, accelerator=args.accelerator, progress=not args.quiet,
+        )
+
+    if args.checkpoints:
+        from .analysis import resolve_checkpoints
+        from .trajectory import probe_trajectory
+
+        specs = resolve_checkpoints(args.checkpoints)
+        records = {spec: run(request(spec)) for spec in specs}
+        csv_path, png = probe_trajectory(records, Path(args.out) / f"trajectory_{args.task}.csv")
+        print(f"{len(specs)} checkpoints; checkpoint x layer grid: {csv_path} and {png}")
+        return 0
+    paths = run(request(args.upstream))
     if paths:
         import json
 
@@ -292,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     rn = sub.add_parser("run", help="train task heads on one layer, a weighted sum, or every layer",
                         description="Train SUPERB-style heads on cached features of an upstream and write one "
                                     "JSON record per layer setting. Re-running resumes from the last checkpoint.")
-    rn.add_argument("--upstream", required=True, help="registry name or BACKEND:SOURCE")
+    rn.add_argument("--upstream", help="registry name or BACKEND:SOURCE")
+    rn.add_argument("--checkpoints", nargs="+", help="instead of --upstream: several checkpoints of one model (paths or "
+                    "globs); writes a checkpoint x layer grid (CSV + heatmap) of the test metric")
     rn.add_argument("--task", required=True, help="asr, pr, phone, ic (alias slu) or sid")
     rn.add_argument("--layer", default="all", help="N | weighted | A-B | 1,4,7 | all (every layer + weighted; default)")
     rn.add_argument("--data-root", help="corpus root (default: the embedded corpus)")

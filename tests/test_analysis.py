@@ -72,3 +72,17 @@ def test_cka_within_model_and_checkpoint_grid(tiny_corpus, tmp_path, home):
     cross = run_cka(f"hf:{a}", f"speechbrain:{sb}", tiny_corpus, "dev", tmp_path / "x.csv", False, 2000, 6, 0,
                     progress=False)
     assert len(list(csv.DictReader(open(cross)))) == 3 * 6
+
+
+def test_probing_across_checkpoints_gives_a_grid(tiny_corpus, tmp_path):
+    a = tiny_models.hf_hubert(tmp_path / "ck1", seed=0, layers=2)
+    tiny_models.hf_hubert(tmp_path / "ck2", seed=1, layers=2)
+    env = dict(os.environ, HARNESS_HOME=str(tmp_path / "home"))
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--checkpoints", str(tmp_path / "ck*"), "--task",
+                           "sid", "--data-root", str(tiny_corpus), "--out", str(tmp_path / "r"), "--max-steps", "4",
+                           "--set", "val_interval=2", "--quiet"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(open(tmp_path / "r" / "trajectory_sid.csv")))
+    assert {r["checkpoint"] for r in rows} == {f"hf:{tmp_path / 'ck1'}", f"hf:{tmp_path / 'ck2'}"}
+    assert len(rows) == 2 * 4  # 3 layers + weighted per checkpoint
+    assert (tmp_path / "r" / "trajectory_sid.png").exists() and a.exists()

@@ -1,0 +1,40 @@
+"""Probing across training checkpoints: the checkpoint x layer grid of a task's test metric."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .fsutil import write_text
+
+
+def probe_trajectory(records: dict[str, list[Path]], out_csv: Path) -> tuple[Path, Path]:
+    """Tidy rows (checkpoint, layer, metric, score) and a heatmap from each checkpoint's records.
+
+    ``records`` maps each checkpoint spec (in training order) to its record paths.
+    """
+    from .analysis import plot_heatmap, to_csv
+
+    rows = []
+    for ck, paths in records.items():
+        for p in paths:
+            r = json.loads(Path(p).read_text())
+            name = r["metric"]["name"]
+            rows.append({"checkpoint": ck, "task": r["task"], "layer": r["layer"], "metric": name,
+                         "score": float(r["test"][name]), "dev_score": float(r["dev"][name])})
+    write_text(out_csv, to_csv(rows))
+    checkpoints = list(records)
+    layers = sorted({r["layer"] for r in rows if isinstance(r["layer"], int)})
+    grid = np.full((len(checkpoints), len(layers)), np.nan)
+    for r in rows:
+        if isinstance(r["layer"], int):
+            grid[checkpoints.index(r["checkpoint"]), layers.index(r["layer"])] = r["score"]
+    png = out_csv.with_suffix(".png")
+    lo, hi = np.nanmin(grid), np.nanmax(grid)
+    scaled = (grid - lo) / (hi - lo) if hi > lo else grid * 0
+    plot_heatmap(scaled, [str(l) for l in layers], [Path(c).name for c in checkpoints],
+                 f"test {rows[0]['metric']} by checkpoint and layer (scaled {lo:.3f}..{hi:.3f})", png, "layer",
+                 "checkpoint")
+    return out_csv, png
