@@ -263,9 +263,15 @@ def plot(r: Ranking, path: Path) -> Path:
                              squeeze=False)
     ax = axes[0, 0]
     xs = [s.layer for s in r.layers]
-    ax.plot(xs, [s.score for s in r.layers], marker="o", color="#1f5fa8", label="single layer")
-    ax.fill_between(xs, [s.ci_low for s in r.layers], [s.ci_high for s in r.layers], color="#1f5fa8", alpha=0.2,
-                    label="95% CI")
+    if len(xs) == 1:  # a single-layer upstream: a point with its interval
+        s0 = r.layers[0]
+        ax.errorbar(xs, [s0.score], yerr=[[s0.score - s0.ci_low], [s0.ci_high - s0.score]], fmt="o", capsize=6,
+                    color="#1f5fa8", label="95% CI")
+        ax.set_xlim(-1, 1)
+    else:
+        ax.plot(xs, [s.score for s in r.layers], marker="o", color="#1f5fa8", label="single layer")
+        ax.fill_between(xs, [s.ci_low for s in r.layers], [s.ci_high for s in r.layers], color="#1f5fa8", alpha=0.2,
+                        label="95% CI")
     for s in r.weighted:
         ax.axhline(s.score, color="#c2410c", linestyle="--", label=f"{s.probe}")
     if r.layers:
