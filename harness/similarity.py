@@ -130,6 +130,9 @@ def pwcca_score(fit: CcaFit, x, y) -> float:
     by how much of x's neurons it accounts for (sum of |projections|), weights sum to 1.
     """
     x, y = _t(x), _t(y)
+    if x.shape[0] <= fit.wx.shape[1]:
+        raise SimilarityError(f"{x.shape[0]} held-out samples for {fit.wx.shape[1]} canonical directions: "
+                              "PWCCA needs more samples than directions")
     u = (x - fit.mean_x) @ fit.wx  # [n, k]
     v = (y - fit.mean_y) @ fit.wy
     rho = _corr_columns(u, v)

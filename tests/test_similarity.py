@@ -90,3 +90,13 @@ def test_too_few_samples_is_refused():
     with pytest.raises(SimilarityError, match="singular"):
         x = rng.standard_normal((100, 5))
         pwcca(np.hstack([x, x[:, :1]]), rng.standard_normal((100, 3)))
+
+
+def test_held_out_samples_must_exceed_canonical_directions():
+    from harness.similarity import pwcca_score
+
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((400, 30)), rng.standard_normal((400, 20))
+    fit = cca_fit(x, y, 1e-3)
+    with pytest.raises(SimilarityError, match="held-out samples"):
+        pwcca_score(fit, x[:15], y[:15])
