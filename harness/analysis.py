@@ -63,6 +63,7 @@ class Utterances:
     examples: list[Example]
     phones: dict  # utt -> CTM segments
     words: dict
+    split: str = "dev"  # harness split name: the feature cache is shared with the probing tasks
 
 
 def load_utterances(data_root: Path, split: str, limit: int | None = None) -> Utterances:
@@ -77,14 +78,14 @@ def load_utterances(data_root: Path, split: str, limit: int | None = None) -> Ut
     examples = [Example(u.id, u.path, None) for u in utts if u.id in phones]
     if not examples:
         raise HarnessError(f"no utterance of {name} has alignments in {ali}")
-    return Utterances(examples, phones, words)
+    return Utterances(examples, phones, words, split)
 
 
 def layer_frames(upstream, utts: Utterances, progress: bool = True) -> list[list[np.ndarray]]:
     """Per utterance, per layer ``[frames, dim]`` float32, through the feature cache."""
     from .features import ensure_cache
 
-    entry = ensure_cache(upstream, "librispeech", "analysis", utts.examples, kind="frames", progress=progress)
+    entry = ensure_cache(upstream, "librispeech", utts.split, utts.examples, kind="frames", progress=progress)
     feats = entry.open(range(upstream.num_layers))
     return [[t.numpy() for t in feats.get(e.id)] for e in utts.examples]
 
