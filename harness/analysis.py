@@ -366,14 +366,14 @@ def run_cca(specs: list[str], prop: str, data_root: Path, split: str, out: Path,
         xs, y, labels = property_samples(prop, up, utts, frames, max_samples, top_words, per_label, seed)
         n_train = len(y) * (folds - 2) // folds
         widest = max(max(x.shape[1] for x in xs), y.shape[1])
-        k = min(min(x.shape[1] for x in xs), y.shape[1])
-        if len(y) // folds <= k:
-            raise HarnessError(f"{len(y)} {prop} samples give held-out folds of ~{len(y) // folds}, not more than the "
-                               f"{k} canonical directions; use more utterances, fewer --folds or fewer --top-words")
         if n_train <= widest:
             raise HarnessError(f"{len(y)} {prop} samples ({n_train} per training split) for up to {widest} dimensions: "
                                "CCA needs more samples than dimensions; use more utterances (--limit, --split) "
                                "or fewer property classes (--top-words)")
+        k = min(min(x.shape[1] for x in xs), y.shape[1])
+        if len(y) // folds <= k:
+            raise HarnessError(f"{len(y)} {prop} samples give held-out folds of ~{len(y) // folds}, not more than the "
+                               f"{k} canonical directions; use more utterances, fewer --folds or fewer --top-words")
         if progress:
             print(f"{spec}: {len(y)} {prop} samples, {y.shape[1]} property dims, {len(xs)} layers", file=sys.stderr)
         rows += cca_rows(spec + (" (random init)" if random_init else ""), spec, up.info.layer_names, xs, y, labels,
