@@ -183,7 +183,7 @@ def _lightning():
 
 
 def make_module(task: Task, probes: list[ProbeSpec], dims: list[int], hop: int | None, config: dict,
-                dev_examples: list[Example], upstream=None, pooled: bool = False, offset: int = 0):
+                dev_examples: list[Example], upstream=None, offset: int = 0):
     pl = _lightning()
 
     class ProbeModule(pl.LightningModule):
@@ -191,8 +191,7 @@ def make_module(task: Task, probes: list[ProbeSpec], dims: list[int], hop: int |
 
         def __init__(self) -> None:
             super().__init__()
-            self.task, self.specs, self.hop, self.config, self.pooled = task, probes, hop, config, pooled
-            self.offset = offset
+            self.task, self.specs, self.hop, self.config, self.offset = task, probes, hop, config, offset
             self.upstream = upstream
             if upstream is not None:
                 upstream.requires_grad_(False)
@@ -279,7 +278,13 @@ def make_module(task: Task, probes: list[ProbeSpec], dims: list[int], hop: int |
             return {k: v for k, v in sd.items() if not k.startswith("upstream.")}
 
         def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
-            return super().load_state_dict(state_dict, strict=False)
+            result = super().load_state_dict(state_dict, strict=False)
+            if strict:  # the upstream is left out on purpose (see state_dict); probe keys must all match
+                missing = [k for k in result.missing_keys if not k.startswith("upstream.")]
+                if missing or result.unexpected_keys:
+                    raise RuntimeError(f"checkpoint does not match the probes: missing {missing}, "
+                                       f"unexpected {result.unexpected_keys}")
+            return result
 
     return ProbeModule()
 
@@ -423,7 +428,7 @@ def run(req: RunRequest) -> list[Path]:
     t_train = time.time()
     pl.seed_everything(req.seed, workers=True, verbose=False)
     module = make_module(task, probes, dims, hop, config, examples["dev"], upstream=upstream if req.no_cache else None,
-                         pooled=pooled, offset=upstream.info.frame_offset)
+                         offset=upstream.info.frame_offset)
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_epochs=1,

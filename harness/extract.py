@@ -31,8 +31,8 @@ def length_buckets(lengths: Sequence[int], max_samples: int, exact: bool) -> lis
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
-        longest = max([lengths[j] for j in current] + [lengths[i]])
-        same = not current or lengths[current[0]] == lengths[i]
+        longest = lengths[i]  # ascending order: the utterance being added is the longest so far
+        same = not current or lengths[current[0]] == longest
         if current and ((longest * (len(current) + 1) > max_samples) or (exact and not same)):
             batches.append(current)
             current = []

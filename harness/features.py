@@ -181,7 +181,7 @@ def ensure_cache(upstream: Upstream, dataset: str, split: str, examples: Sequenc
     manifest = {
         "key": key, "kind": kind, "dtype": "float32" if kind == "pooled" else dtype, "dataset": dataset, "split": split,
         "ids": [e.id for e in examples], "shards": shards, "num_layers": upstream.num_layers,
-        "layer_names": upstream.info.layer_names, "hops": None, "upstream": upstream_identity(upstream),
+        "layer_names": upstream.info.layer_names, "upstream": upstream_identity(upstream),
         "extraction_version": EXTRACTION_VERSION,
     }
     write_json(manifest_path, manifest)

@@ -51,7 +51,7 @@ def _cost(model, seconds: float = 10.0, repeats: int = 5) -> Cost:
     from torch.utils.flop_counter import FlopCounterMode
 
     model = model.eval()
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad or True)
+    params = sum(p.numel() for p in model.parameters())
     one = torch.zeros(1, 16000)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(one)

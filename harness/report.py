@@ -41,8 +41,7 @@ class Record:
 
 def setting_of(data: dict) -> dict:
     """What a number was measured on: task, corpus, task config, harness version."""
-    config = {k: v for k, v in data["config"].items()}
-    return {"task": data["task"], "corpus": data.get("corpus"), "config": config,
+    return {"task": data["task"], "corpus": data.get("corpus"), "config": data["config"],
             "harness": data["versions"].get("harness"), "steps": data.get("steps")}
 
 

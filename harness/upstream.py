@@ -116,6 +116,16 @@ def receptive_field(kernels: Sequence[int], strides: Sequence[int]) -> int:
     return field
 
 
+def normalise_waveforms(wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero-mean, unit-variance per utterance over its valid samples (padding stays 0),
+    as wav2vec2-style feature extractors with ``do_normalize`` do."""
+    out = torch.zeros_like(wavs)
+    for i, n in enumerate(lengths.tolist()):
+        x = wavs[i, :n]
+        out[i, :n] = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
+    return out
+
+
 def pad_batch(waves: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-pad 1-D waveforms into ``[batch, max_len]`` with their lengths."""
     lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)

@@ -30,7 +30,7 @@ import torch
 from harness.errors import HarnessError
 from harness.fsutil import sha256_file
 from harness.offline import require_network
-from harness.upstream import Layers, Upstream, UpstreamInfo, receptive_field
+from harness.upstream import Layers, Upstream, UpstreamInfo, normalise_waveforms, receptive_field
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -130,7 +130,7 @@ class HFUpstream(Upstream):
         wavs = wavs.float()
         mask = (torch.arange(wavs.shape[1])[None, :] < lengths[:, None]).long()
         if self.normalize:
-            wavs = _normalise(wavs, lengths)
+            wavs = normalise_waveforms(wavs, lengths)
         padded = bool((lengths < wavs.shape[1]).any())
         out = self.model(input_values=wavs, attention_mask=mask if padded else None, output_hidden_states=True)
         frames = self.model._get_feat_extract_output_lengths(lengths).long()
@@ -147,14 +147,6 @@ def _wants_normalisation(folder: Path, config) -> bool:
 
         return bool(json.loads(pre.read_text()).get("do_normalize", False))
     return getattr(config, "feat_extract_norm", "group") == "layer"
-
-
-def _normalise(wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    out = torch.zeros_like(wavs)
-    for i, n in enumerate(lengths.tolist()):
-        x = wavs[i, :n]
-        out[i, :n] = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-7)
-    return out
 
 
 def fetch(source: str) -> str:

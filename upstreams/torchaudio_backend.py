@@ -26,7 +26,7 @@ import torch
 from harness.errors import HarnessError
 from harness.fsutil import sha256_file
 from harness.offline import require_network
-from harness.upstream import Layers, Upstream, UpstreamInfo, conv_frames, receptive_field
+from harness.upstream import Layers, Upstream, UpstreamInfo, conv_frames, normalise_waveforms, receptive_field
 
 _FACTORIES = (
     "wav2vec2_model", "wavlm_model", "hubert_base", "hubert_large", "hubert_xlarge", "wav2vec2_base",
@@ -152,9 +152,7 @@ class TorchaudioUpstream(Upstream):
     def layers(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Layers:
         wavs = wavs.float()
         if self.normalize:
-            from harness.upstreams.huggingface import _normalise
-
-            wavs = _normalise(wavs, lengths)
+            wavs = normalise_waveforms(wavs, lengths)
         captured: list[torch.Tensor] = []
         hooks = [layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
                  for layer in self.model.encoder.transformer.layers]
