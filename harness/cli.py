@@ -107,6 +107,46 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .errors import HarnessError
+    from .pretrain import default_recipe, pretrain
+    from .task import merge_config, parse_overrides
+
+    recipe = default_recipe()
+    if args.config:
+        try:
+            recipe = merge_config(recipe, yaml.safe_load(Path(args.config).read_text()) or {})
+        except (OSError, yaml.YAMLError) as exc:
+            raise HarnessError(f"cannot read recipe {args.config}: {exc}") from None
+    overrides = parse_overrides(args.set or [])
+    if "iterations" in overrides:  # iterations.N.key=value addresses one iteration of the list
+        per_iteration = overrides.pop("iterations")
+        iterations = [dict(it) for it in recipe["iterations"]]
+        for index, body in per_iteration.items():
+            if not isinstance(body, dict) or not str(index).isdigit() or int(index) >= len(iterations):
+                raise HarnessError(f"--set iterations.N.KEY=VALUE needs N in 0..{len(iterations) - 1}")
+            iterations[int(index)] = merge_config(iterations[int(index)], body, f"iterations.{index}.")
+        recipe["iterations"] = iterations
+    recipe = merge_config(recipe, overrides)
+    if args.seed is not None:
+        recipe["seed"] = args.seed
+    corpus = Path(args.corpus) if args.corpus else embedded_corpus_dir()
+    if not (corpus / "corpus.json").exists() and not (corpus / "LibriSpeech").is_dir():
+        raise HarnessError(f"{corpus} is not a corpus root (no corpus.json or LibriSpeech/); run `harness corpus build`")
+    finals = pretrain(corpus, Path(args.out), recipe, progress=not args.quiet)
+    for n, final in enumerate(finals, 1):
+        print(f"iteration {n}: hf:{final}")
+    print(f"checkpoints: {Path(args.out)}/it*/step_*  (log: {Path(args.out) / 'log.jsonl'})")
+    if args.ship:
+        from .pretrain import ship
+
+        shipped = ship(Path(args.out), Path(args.ship), args.ship_every)
+        print(f"shipped {len(shipped)} float16 checkpoints to {args.ship}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from .engine import RunRequest, run
     from .task import parse_overrides
@@ -326,6 +366,23 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--accelerator", default="cpu", help="passed to Lightning: cpu, gpu, auto (default cpu)")
     rn.add_argument("--quiet", action="store_true", help="no progress bars")
     rn.set_defaults(func=_run)
+
+    pt = sub.add_parser("pretrain", help="HuBERT-style pretraining of a small model on a corpus",
+                        description="Iterative masked prediction of k-means targets (MFCCs, then a layer of the "
+                                    "previous iteration). Every checkpoint is a HuggingFace model dir usable as "
+                                    "hf:DIR. Re-running the same command resumes from the last checkpoint.")
+    pt.add_argument("--corpus", help="corpus root (default: the embedded corpus)")
+    pt.add_argument("--out", required=True, help="output folder for checkpoints, targets and the log")
+    pt.add_argument("--config", help="YAML recipe merged over the default (harness/pretrain.yaml)")
+    pt.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a recipe value, e.g. iterations.1.layer=3 (repeatable)")
+    pt.add_argument("--seed", type=int, help="overrides the recipe's seed")
+    pt.add_argument("--ship", metavar="DIR", help="after training, copy the checkpoints as float16 into DIR "
+                    "(how the harness's own tiny_hubert checkpoints were made)")
+    pt.add_argument("--ship-every", type=int, metavar="STEPS", help="with --ship: only steps that are multiples of "
+                    "STEPS, plus each iteration's last (default: every checkpoint)")
+    pt.add_argument("--quiet", action="store_true", help="no progress bars")
+    pt.set_defaults(func=_pretrain)
 
     rp = sub.add_parser("report", help="rank layers per upstream and task with 95% confidence intervals",
                         description="Rank layers by test metric with bootstrap CIs over test utterances (and seeds), "

@@ -36,13 +36,15 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _resolve(source: str) -> Path:
-    if source.startswith("@"):  # an architecture shipped with the harness (config only)
+    if source.startswith("@"):  # shipped with the harness: an architecture (config only) or a checkpoint
         from importlib import resources
 
-        packaged = Path(str(resources.files("harness.upstreams").joinpath("architectures", source[1:])))
-        if not (packaged / "config.json").exists():
-            raise HarnessError(f"no packaged architecture {source[1:]!r}")
-        return packaged
+        base = resources.files("harness.upstreams")
+        for kind in ("checkpoints", "architectures"):
+            packaged = Path(str(base.joinpath(kind, *source[1:].split("/"))))
+            if (packaged / "config.json").exists():
+                return packaged
+        raise HarnessError(f"no packaged architecture or checkpoint {source[1:]!r}")
     path = Path(source).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
@@ -98,7 +100,7 @@ class HFUpstream(Upstream):
         for attr, value in (("layerdrop", 0.0), ("apply_spec_augment", False), ("mask_time_prob", 0.0)):
             if hasattr(config, attr):
                 setattr(config, attr, value)  # extraction must see every layer, unmasked
-        if source.startswith("@") and not random_init:
+        if not random_init and not any((folder / name).exists() for name in _WEIGHT_FILES):
             raise HarnessError(f"hf:{source} is an architecture without weights; use --random-init")
         if random_init:
             torch.manual_seed(seed)
@@ -106,7 +108,8 @@ class HFUpstream(Upstream):
             digest = None
         else:
             try:
-                model = AutoModel.from_pretrained(folder, config=config)
+                # float32 whatever the stored dtype (shipped checkpoints are stored as float16)
+                model = AutoModel.from_pretrained(folder, config=config, dtype=torch.float32)
             except (OSError, ValueError) as exc:
                 raise HarnessError(f"cannot load HuggingFace model from {folder}: {str(exc).splitlines()[0]}") from None
             digest = weights_digest(folder)

@@ -1,0 +1,173 @@
+"""HuBERT-style pretraining: k-means, target quality, checkpoints, resume, loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from harness import pretrain as pt
+from harness.errors import HarnessError
+from harness.upstream import load_upstream
+
+
+def tiny_recipe(steps: int = 24, second_layer: int = 1) -> dict:
+    recipe = pt.default_recipe()
+    recipe["data"].update(batch_seconds=6.0, max_crop_seconds=2.0)
+    recipe["model"].update(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           conv_dim=[16] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    recipe["head"]["code_dim"] = 16
+    recipe["optim"].update(lr=3e-3, warmup_steps=4)
+    recipe["kmeans"].update(fit_frames=5000, iterations=10)
+    recipe["iterations"] = [{"targets": "mfcc", "clusters": 8, "steps": steps},
+                            {"targets": "layer", "layer": second_layer, "clusters": 8, "steps": 8}]
+    recipe["checkpoint_every"] = 8
+    recipe["log_every"] = 4
+    return recipe
+
+
+def test_kmeans_reaches_a_lloyd_fixed_point_and_finds_separated_blobs():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + torch.randn(200, 2, generator=g) for c in centres])
+    found = pt.kmeans_fit(x, 3, 20, seed=1)
+    assign = pt.kmeans_assign(x, found)
+    # every centroid is the mean of the points nearest to it (Lloyd's fixed point)
+    for k in range(3):
+        assert torch.allclose(found[k], x[assign == k].mean(0), atol=1e-4)
+    # and the blobs are recovered: each true centre has a centroid within 0.3
+    dist = torch.cdist(centres, found)
+    assert bool((dist.min(1).values < 0.3).all())
+    brute = torch.cdist(x, found).argmin(1)
+    assert torch.equal(assign, brute)
+
+
+def test_target_quality_matches_a_hand_computed_case():
+    seg = SimpleNamespace
+    # 4 frames at 50 Hz: centres 12.5, 32.5, 52.5, 72.5 ms; phones a (0-40 ms), b (40-80 ms)
+    ctm = {"u": [seg(start=0.0, duration=0.04, label="a"), seg(start=0.04, duration=0.04, label="b")]}
+    perfect = pt.target_quality({"u": np.array([0, 0, 1, 1])}, ctm, 2)
+    assert perfect["phone_purity"] == pytest.approx(1.0) and perfect["pnmi"] == pytest.approx(1.0)
+    useless = pt.target_quality({"u": np.array([0, 0, 0, 0])}, ctm, 2)
+    assert useless["phone_purity"] == pytest.approx(0.5) and useless["pnmi"] == pytest.approx(0.0)
+    half = pt.target_quality({"u": np.array([0, 1, 0, 1])}, ctm, 2)  # independent of the phone
+    assert half["pnmi"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_span_mask_is_seeded_and_covers_spans():
+    a = pt.span_mask(3, 100, 0.08, 10, torch.Generator().manual_seed(5))
+    b = pt.span_mask(3, 100, 0.08, 10, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    assert 0.3 < a.float().mean() < 0.85  # 8 starts x 10 frames with overlaps
+
+
+def test_batches_are_stable_and_cover_every_utterance():
+    lengths = [16000 + 997 * i for i in range(60)]
+    one = pt.StepBatches(lengths, 8.0, 2.0, seed=3)
+    two = pt.StepBatches(lengths, 8.0, 2.0, seed=3)
+    first_epoch = pt.epoch_batches(lengths, 8.0, 2.0, 3, 0)
+    assert sorted(i for b in first_epoch for i in b) == list(range(60))
+    assert [two[s] for s in range(40)] == [one[s] for s in range(40)]
+    assert all(min(min(lengths[i] for i in b), 32000) * len(b) <= 8 * 16000 or len(b) == 1 for b in first_epoch)
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain") / "run"
+    finals = pt.pretrain(tiny_corpus, out, tiny_recipe(), progress=False)
+    return out, finals
+
+
+def test_pretraining_writes_loadable_checkpoints_and_the_loss_falls(finished):
+    out, finals = finished
+    assert [f.name for f in finals] == ["final", "final"]
+    steps = sorted(p.name for p in (out / "it1").glob("step_*"))
+    assert steps == ["step_000008", "step_000016", "step_000024"]
+    wav = torch.randn(1, 16000) * 0.1
+    outputs = []
+    for ck in [out / "it1" / "step_000008", out / "it1" / "final", out / "it2" / "final"]:
+        up = load_upstream(f"hf:{ck}")
+        assert up.num_layers == 3 and up.info.weights_sha256
+        outputs.append(up.layers(wav, torch.tensor([16000])).hidden[-1])
+        meta = json.loads((ck / "pretrain.json").read_text())
+        assert meta["targets"]["clusters_used"] <= 8
+    assert not torch.allclose(outputs[0], outputs[1])  # training moved the weights
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    it1 = [r for r in log if r["iteration"] == 1]
+    assert [r["step"] for r in it1] == [4, 8, 12, 16, 20, 24]
+    assert it1[-1]["loss"] < it1[0]["loss"] - 0.2, it1
+    it2 = json.loads((out / "it2" / "final" / "pretrain.json").read_text())["targets"]
+    assert it2["source"] == "layer 1 of it1"
+
+
+def test_interrupted_pretraining_resumes_to_the_same_weights(tiny_corpus, tmp_path, finished, monkeypatch):
+    out = tmp_path / "run"
+    real_save = pt.save_checkpoint
+    calls = []
+
+    def save_then_die(model, folder, meta):
+        real_save(model, folder, meta)
+        calls.append(folder.name)
+        if len(calls) == 2:  # after it1/step_000016: the process dies here
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pt, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pt.pretrain(tiny_corpus, out, tiny_recipe(), progress=False)
+    monkeypatch.setattr(pt, "save_checkpoint", real_save)
+    assert not (out / "it1" / "final").exists()
+    pt.pretrain(tiny_corpus, out, tiny_recipe(), progress=False)
+    reference, _ = finished
+    for part in ("it1/final", "it2/final"):
+        a = load_file(out / part / "model.safetensors")
+        b = load_file(reference / part / "model.safetensors")
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()
+             if json.loads(line)["iteration"] == 1]
+    assert steps == [4, 8, 12, 16, 20, 24]  # no step logged twice after the resume
+
+
+def test_another_recipe_in_the_same_folder_is_refused(finished, tiny_corpus):
+    out, _ = finished
+    with pytest.raises(HarnessError, match="another recipe"):
+        pt.pretrain(tiny_corpus, out, tiny_recipe(steps=30), progress=False)
+
+
+def test_cli_reports_a_bad_target_layer_in_one_line(tiny_corpus, tmp_path):
+    import yaml
+
+    recipe = tiny_recipe(steps=4, second_layer=7)
+    recipe["checkpoint_every"] = 4
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    env = dict(os.environ, HARNESS_HOME=str(tmp_path / "home"))
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "pretrain", "--corpus", str(tiny_corpus), "--out",
+                           str(tmp_path / "o"), "--config", str(tmp_path / "r.yaml"), "--quiet"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["harness: error: target layer 7 out of range: the previous model has "
+                                                "layers 0..2"]
+    assert (tmp_path / "o" / "it1" / "final").exists()  # iteration 1 finished and is kept
+
+
+def test_shipped_float16_checkpoints_load_as_float32_and_match(finished, tmp_path):
+    out, _ = finished
+    shipped = pt.ship(out, tmp_path / "ship", every=16)
+    names = sorted(str(p.relative_to(tmp_path / "ship")) for p in shipped)
+    assert names == ["it1/step_000016", "it1/step_000024", "it2/step_000008"]
+    assert load_file(shipped[0] / "model.safetensors")["encoder.layers.0.attention.k_proj.weight"].dtype == torch.float16
+    wav = torch.randn(2, 12000) * 0.1
+    lengths = torch.tensor([12000, 9000])
+    a = load_upstream(f"hf:{out / 'it1' / 'step_000024'}").layers(wav, lengths)
+    b = load_upstream(f"hf:{shipped[1]}").layers(wav, lengths)
+    assert b.hidden[-1].dtype == torch.float32
+    for x, y in zip(a.hidden, b.hidden):
+        assert (x - y).abs().max() < 0.02 * x.abs().max()  # fp16 rounding of the weights only
+    assert (tmp_path / "ship" / "log.jsonl").exists() and (tmp_path / "ship" / "recipe.yaml").exists()
