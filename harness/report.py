@@ -54,6 +54,7 @@ def load_records(results: Path, upstream: str | None = None, task: str | None = 
     if not results.is_dir():
         raise HarnessError(f"results directory {results} does not exist; run `harness run` first or pass --results")
     out = []
+    seen: set[tuple] = set()
     for path in sorted(results.rglob("*.json")):
         if path.name.endswith(".outcomes.json"):
             continue
@@ -66,6 +67,12 @@ def load_records(results: Path, upstream: str | None = None, task: str | None = 
         outcomes_path = path.with_name(path.name[: -len(".json")] + ".outcomes.json")
         if not outcomes_path.exists():
             raise HarnessError(f"{path} has no {outcomes_path.name}; the bootstrap needs per-utterance outcomes")
+        # the same measurement stored twice (e.g. a final checkpoint in a trajectory folder) counts once
+        identity = (json.dumps(data["upstream"], sort_keys=True, default=str), data["task"], data.get("probe"),
+                    data.get("seed"), setting_id(data))
+        if identity in seen:
+            continue
+        seen.add(identity)
         rec = Record(path, data, json.loads(outcomes_path.read_text()))
         if upstream and upstream not in (rec.data["upstream"]["spec"], rec.upstream):
             continue

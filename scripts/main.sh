@@ -7,10 +7,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$ROOT"
 harness corpus build --profile default --quiet
 harness corpus check
-# Default upstreams: classic features and the random-weights control of a real SSL
-# architecture. (ASR is left out here: its BiLSTM head takes hours on 2 CPU cores;
-# run it with e.g. `harness run --upstream fbank --task asr --set head.hidden=128 --set head.proj=128`.)
-UPSTREAMS=(fbank mfcc "distilhubert --random-init")
+# Default upstreams: the tiny HuBERT the harness pretrained on this corpus (both
+# iterations, shipped in upstreams/checkpoints/tiny_hubert), its random-weights twin,
+# classic features, and the random-weights control of a real SSL architecture. (ASR is
+# left out here: its BiLSTM head takes about half an hour per layer on 2 CPU cores; run
+# e.g. `harness run --upstream fbank --task asr --layer 0 --set head.hidden=128 --set head.proj=128`.)
+UPSTREAMS=(tiny_hubert_it2 tiny_hubert_it1 "tiny_hubert_it2 --random-init" fbank mfcc "distilhubert --random-init")
 TASKS=(phone pr ic sid)
 for up in "${UPSTREAMS[@]}"; do
     for task in "${TASKS[@]}"; do
@@ -19,5 +21,11 @@ for up in "${UPSTREAMS[@]}"; do
         harness run --upstream $up --task "$task" --layer all --out results --quiet > /dev/null
     done
 done
+# Trajectory: every shipped checkpoint of both iterations, every layer, on phone
+# classification -> results/trajectory/trajectory_phone.{csv,png} (checkpoint x layer).
+CHECKPOINTS=(tiny_hubert_it1_step300 tiny_hubert_it1_step600 tiny_hubert_it1_step900 tiny_hubert_it1
+             tiny_hubert_it2_step300 tiny_hubert_it2_step600 tiny_hubert_it2_step900 tiny_hubert_it2)
+echo "== harness run --checkpoints ${CHECKPOINTS[*]} --task phone" >&2
+harness run --checkpoints "${CHECKPOINTS[@]}" --task phone --layer all --out results/trajectory --quiet
 harness leaderboard --results results
 harness report --results results

@@ -101,6 +101,20 @@ def test_several_seeds_are_combined(tmp_path):
     assert all(s.seeds == 3 for s in r.layers) and r.best.layer == 1
 
 
+
+def test_a_record_stored_twice_counts_once(results):
+    before = len(load_records(results))
+    copy = results / "trajectory" / "modelA" / "ic"
+    shutil.copytree(results / "modelA" / "ic", copy)
+    assert len(load_records(results)) == before
+    (r,) = [r for r in rank(load_records(results)) if r.task == "ic"]
+    assert all(s.seeds == 1 for s in r.layers)
+    # a random-weights run under the same name is another measurement, not a duplicate
+    rec = json.loads((copy / "layer_0_seed0.json").read_text())
+    rec["upstream"]["random_init"] = True
+    (copy / "layer_0_seed0.json").write_text(json.dumps(rec))
+    assert len(load_records(results)) == before + 1
+
 def test_leaderboard_is_byte_identical_and_keeps_settings_apart(results, tmp_path):
     rng = np.random.default_rng(3)
     # the same upstream and task measured with another config: must be a separate table
