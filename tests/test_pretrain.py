@@ -171,3 +171,17 @@ def test_shipped_float16_checkpoints_load_as_float32_and_match(finished, tmp_pat
     for x, y in zip(a.hidden, b.hidden):
         assert (x - y).abs().max() < 0.02 * x.abs().max()  # fp16 rounding of the weights only
     assert (tmp_path / "ship" / "log.jsonl").exists() and (tmp_path / "ship" / "recipe.yaml").exists()
+
+
+def test_shipped_checkpoints_come_from_the_default_recipe():
+    """The README's `harness pretrain` command (default recipe) is what made the shipped model."""
+    from importlib import resources
+
+    import yaml
+
+    shipped = resources.files("harness.upstreams").joinpath("checkpoints", "tiny_hubert")
+    assert yaml.safe_load(shipped.joinpath("recipe.yaml").read_text()) == pt.default_recipe()
+    for it in (1, 2):
+        meta = json.loads(shipped.joinpath(f"it{it}", "step_001200", "pretrain.json").read_text())
+        assert meta["iteration"] == it and meta["step"] == meta["steps"] == 1200
+        assert meta["stored_dtype"] == "float16"
