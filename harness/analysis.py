@@ -331,14 +331,21 @@ def plot_lines(summary: list[dict], title: str, path: Path) -> None:
 
 
 def plot_heatmap(matrix: np.ndarray, xlabels: list[str], ylabels: list[str], title: str, path: Path,
-                 xname: str, yname: str) -> None:
+                 xname: str, yname: str, vmin: float = 0.0, vmax: float = 1.0, annotate: bool = False) -> None:
+    """``matrix [len(ylabels), len(xlabels)]`` as a PNG; ``annotate`` writes each value in its cell."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(1.6 + 0.45 * len(xlabels), 1.4 + 0.4 * len(ylabels)), dpi=100)
-    im = ax.imshow(matrix, origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    im = ax.imshow(matrix, origin="lower", cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+    if annotate:
+        middle = (vmin + vmax) / 2
+        for (i, j), v in np.ndenumerate(matrix):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                        color="black" if v > middle else "white")
     ax.set_xticks(range(len(xlabels)), xlabels, rotation=90, fontsize=7)
     ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
     ax.set_xlabel(xname)

@@ -32,9 +32,8 @@ def probe_trajectory(records: dict[str, list[Path]], out_csv: Path) -> tuple[Pat
         if isinstance(r["layer"], int):
             grid[checkpoints.index(r["checkpoint"]), layers.index(r["layer"])] = r["score"]
     png = out_csv.with_suffix(".png")
-    lo, hi = np.nanmin(grid), np.nanmax(grid)
-    scaled = (grid - lo) / (hi - lo) if hi > lo else grid * 0
-    plot_heatmap(scaled, [str(l) for l in layers], [Path(c).name for c in checkpoints],
-                 f"test {rows[0]['metric']} by checkpoint and layer (scaled {lo:.3f}..{hi:.3f})", png, "layer",
-                 "checkpoint")
+    lo, hi = float(np.nanmin(grid)), float(np.nanmax(grid))
+    plot_heatmap(grid, [str(l) for l in layers], [Path(c).name for c in checkpoints],
+                 f"test {rows[0]['metric']} by checkpoint and layer", png, "layer", "checkpoint",
+                 vmin=lo, vmax=hi if hi > lo else lo + 1e-9, annotate=True)
     return out_csv, png
