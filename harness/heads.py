@@ -92,22 +92,40 @@ class CtcLinear(nn.Module):
 
 
 class BiLstmCtc(nn.Module):
-    """Projection -> BiLSTM stack -> linear CTC output (SUPERB ASR)."""
+    """Projection -> BiLSTM stack -> linear CTC output (SUPERB ASR).
+
+    ``downsample`` k > 1 concatenates k consecutive projected frames before the LSTM (s3prl's
+    RNN downstream does the same with ``sample_style: concat``): output frames = input // k,
+    which makes 100 Hz features as cheap as 50 Hz ones for the sequential LSTM."""
 
     def __init__(self, dim: int, vocab: int, proj: int = 1024, hidden: int = 1024, layers: int = 2,
-                 dropout: float = 0.2) -> None:
+                 dropout: float = 0.2, downsample: int = 1) -> None:
         super().__init__()
+        if downsample < 1:
+            raise ValueError("downsample must be >= 1")
+        self.downsample = downsample
         self.proj = nn.Linear(dim, proj)
-        self.lstm = nn.LSTM(proj, hidden, num_layers=layers, bidirectional=True, batch_first=True,
+        self.lstm = nn.LSTM(proj * downsample, hidden, num_layers=layers, bidirectional=True, batch_first=True,
                             dropout=dropout if layers > 1 else 0.0)
         self.out = nn.Linear(2 * hidden, vocab + 1)
 
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.div(lengths, self.downsample, rounding_mode="floor")
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x ``[B, T, dim]`` -> log-probs ``[B, T // downsample, vocab + 1]``."""
         h = self.proj(x)
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+        k = self.downsample
+        if k > 1:
+            frames = h.shape[1] // k
+            h = h[:, : frames * k].reshape(h.shape[0], frames, k * h.shape[2])
+        lengths = self.output_lengths(lengths)
         packed = nn.utils.rnn.pack_padded_sequence(h, lengths.clamp(min=1).cpu(), batch_first=True,
                                                    enforce_sorted=False)
         h, _ = self.lstm(packed)
-        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1])
+        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1] // k)
         return F.log_softmax(self.out(h), dim=-1)
 
 

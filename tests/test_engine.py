@@ -223,3 +223,18 @@ def test_cli_run_and_one_line_errors(tiny_corpus, tmp_path):
         assert proc.returncode != 0 and msg in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     wrong = _cli("run", "--upstream", "fbank", "--task", "sid", "--data-root", str(tmp_path), "--quiet", env=env)
     assert wrong.returncode != 0 and "iden_split.txt" in wrong.stderr and wrong.stderr.count("\n") == 1
+
+
+def test_asr_head_downsampling_concatenates_frames_and_ignores_padding():
+    import torch
+
+    from harness.heads import BiLstmCtc
+
+    torch.manual_seed(0)
+    head = BiLstmCtc(6, 5, proj=4, hidden=3, layers=2, dropout=0.0, downsample=2).eval()
+    x = torch.randn(2, 11, 6)
+    out = head(x, torch.tensor([11, 7]))
+    assert out.shape == (2, 5, 6)  # 11 // 2 frames, vocab + blank
+    alone = head(x[1:, :7], torch.tensor([7]))  # 7 // 2 = 3 frames: padding beyond them changes nothing
+    assert torch.allclose(out[1, :3], alone[0], atol=1e-6)
+    assert head.output_lengths(torch.tensor([11, 7])).tolist() == [5, 3]
