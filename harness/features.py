@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ import torch
 from .audio import read_audio
 from .errors import HarnessError
 from .extract import iter_layers
-from .fsutil import default_home, write_json
+from .fsutil import atomic_dir, default_home, write_json
 from .task import Example
 from .upstream import Upstream
 
@@ -158,25 +156,18 @@ def ensure_cache(upstream: Upstream, dataset: str, split: str, examples: Sequenc
         for i, layers in iter_layers(upstream, waves):
             per_utt[i] = layers
             bar.update(1)
-        tmp = folder / "shards" / f".{name}.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        n_layers = len(per_utt[0])
-        offsets = np.zeros((n_layers, len(chunk) + 1), dtype=np.int64)
-        for l in range(n_layers):
-            if kind == "pooled":
-                arr = np.stack([u[l].mean(axis=0) if len(u[l]) else np.zeros(u[l].shape[1], np.float32)
-                                for u in per_utt]).astype(store)
-            else:
-                offsets[l, 1:] = np.cumsum([len(u[l]) for u in per_utt])
-                arr = np.concatenate([u[l] for u in per_utt]).astype(store)
-            np.save(tmp / f"layer_{l:02d}.npy", arr)
-        np.save(tmp / "offsets.npy", offsets)
-        for f in tmp.iterdir():  # data on disk before the rename makes the shard visible
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp, folder / "shards" / name)
+        with atomic_dir(folder / "shards" / name) as tmp:
+            n_layers = len(per_utt[0])
+            offsets = np.zeros((n_layers, len(chunk) + 1), dtype=np.int64)
+            for l in range(n_layers):
+                if kind == "pooled":
+                    arr = np.stack([u[l].mean(axis=0) if len(u[l]) else np.zeros(u[l].shape[1], np.float32)
+                                    for u in per_utt]).astype(store)
+                else:
+                    offsets[l, 1:] = np.cumsum([len(u[l]) for u in per_utt])
+                    arr = np.concatenate([u[l] for u in per_utt]).astype(store)
+                np.save(tmp / f"layer_{l:02d}.npy", arr)
+            np.save(tmp / "offsets.npy", offsets)
     bar.close()
     manifest = {
         "key": key, "kind": kind, "dtype": "float32" if kind == "pooled" else dtype, "dataset": dataset, "split": split,

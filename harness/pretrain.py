@@ -35,10 +35,12 @@ import torch
 from torch import nn
 
 from .errors import HarnessError
-from .fsutil import atomic_path, write_text
+from .fsutil import atomic_dir, atomic_path, write_text
 
-LABEL_RATE_HOP = 320  # model frame hop in samples (50 Hz)
-MFCC_HOP = 160
+# HuBERT's waveform CNN: 400-sample receptive field, 320-sample hop (50 Hz frames)
+CONV_KERNEL = (10, 3, 3, 3, 3, 2, 2)
+CONV_STRIDE = (5, 2, 2, 2, 2, 2, 2)
+LABEL_RATE_HOP = 320  # model frame hop in samples
 
 
 def default_recipe() -> dict:
@@ -90,10 +92,10 @@ def load_train_audio(corpus: Path, layouts: Sequence[str], progress: bool = True
 
 
 def model_frames(samples: int) -> int:
-    """Frames of HuBERT's CNN (kernels 10,3,3,3,3,2,2; strides 5,2,2,2,2,2,2) for ``samples``."""
+    """Frames of the model's CNN for ``samples`` input samples."""
     from .upstream import conv_frames
 
-    return int(conv_frames(torch.tensor([samples]), (10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2))[0])
+    return int(conv_frames(torch.tensor([samples]), CONV_KERNEL, CONV_STRIDE)[0])
 
 
 # -------------------------------------------------------------------------- k-means
@@ -227,7 +229,7 @@ def build_model(model_cfg: dict):
 
     # mask_time_prob > 0 makes HF create masked_spec_embed; training always passes its own mask
     config = HubertConfig(**model_cfg, apply_spec_augment=True, mask_time_prob=0.05, do_stable_layer_norm=False,
-                          conv_kernel=[10, 3, 3, 3, 3, 2, 2], conv_stride=[5, 2, 2, 2, 2, 2, 2], vocab_size=1)
+                          conv_kernel=list(CONV_KERNEL), conv_stride=list(CONV_STRIDE), vocab_size=1)
     return HubertModel(config)
 
 
@@ -271,11 +273,10 @@ class StepBatches:
     def __init__(self, lengths: Sequence[int], batch_seconds: float, max_crop: float, seed: int) -> None:
         self.args = (list(lengths), batch_seconds, max_crop, seed)
         self.epochs: list[list[list[int]]] = []
-        self.starts: list[int] = []
 
     def __getitem__(self, step: int) -> list[int]:
         total = 0
-        for e, batches in enumerate(self._ensure(step)):
+        for batches in self._ensure(step):
             if step < total + len(batches):
                 return batches[step - total]
             total += len(batches)
@@ -293,17 +294,11 @@ def save_checkpoint(model, folder: Path, meta: dict) -> None:
     """Write a HuggingFace model directory atomically (temp dir + rename)."""
     from transformers import Wav2Vec2FeatureExtractor
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=True).save_pretrained(tmp)
-    (tmp / "pretrain.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
+    with atomic_dir(folder) as tmp:
+        model.save_pretrained(tmp)
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                                 return_attention_mask=True).save_pretrained(tmp)
+        (tmp / "pretrain.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
 def _save_state(path: Path, state: dict) -> None:
@@ -330,21 +325,18 @@ def pretrain(corpus: Path, out: Path, recipe: dict, progress: bool = True) -> li
     elif out.exists() and any(out.iterdir()):
         raise HarnessError(f"{out} is not empty and holds no pretraining run; choose another --out")
     write_text(saved, recipe_text)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     audio = load_train_audio(corpus, recipe["data"]["layouts"], progress)
-    log_path = out / "log.jsonl"
-    log = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
     finals: list[Path] = []
     previous: Path | None = None
     for n, spec in enumerate(recipe["iterations"], 1):
-        final = train_iteration(audio, out / f"it{n}", n, spec, previous, recipe, log, log_path, progress)
+        final = train_iteration(audio, out / f"it{n}", n, spec, previous, recipe, out / "log.jsonl", progress)
         finals.append(final)
         previous = final
     return finals
 
 
 def train_iteration(audio: Audio, folder: Path, iteration: int, spec: dict, previous: Path | None, recipe: dict,
-                    log: list[dict], log_path: Path, progress: bool) -> Path:
+                    log_path: Path, progress: bool) -> Path:
     from tqdm import tqdm
     from transformers import HubertModel
 
@@ -396,14 +388,18 @@ def train_iteration(audio: Audio, folder: Path, iteration: int, spec: dict, prev
 
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-    del log[:]  # keep earlier iterations and this one's steps up to the resumed point
-    if log_path.exists():
-        log.extend(r for r in map(json.loads, log_path.read_text().splitlines())
-                   if r["iteration"] != iteration or r["step"] <= start)
+    # earlier iterations' rows, and this one's up to the resumed point
+    log = [r for r in map(json.loads, log_path.read_text().splitlines())
+           if r["iteration"] != iteration or r["step"] <= start] if log_path.exists() else []
     lengths = [len(w) for w in audio.waves]
     batches = StepBatches(lengths, recipe["data"]["batch_seconds"], recipe["data"]["max_crop_seconds"],
                           seed * 100 + iteration)
     every, log_every = int(recipe["checkpoint_every"]), int(recipe["log_every"])
+
+    def meta_at(done: int) -> dict:  # pretrain.json of a checkpoint
+        return {"iteration": iteration, "step": done, "steps": steps, "seed": seed, "targets": quality,
+                "loss": log[-1]["loss"] if log else None}
+
     mask_cfg = recipe["mask"]
     window = {"loss": 0.0, "correct": 0, "masked": 0, "n": 0}
     t0 = time.time()
@@ -448,15 +444,12 @@ def train_iteration(audio: Audio, folder: Path, iteration: int, spec: dict, prev
         bar.update()
         if done % every == 0 or done == steps:
             name = f"step_{done:06d}"
-            meta = {"iteration": iteration, "step": done, "steps": steps, "seed": seed, "targets": quality,
-                    "loss": log[-1]["loss"] if log else None}
-            save_checkpoint(model, folder / name, meta)
+            save_checkpoint(model, folder / name, meta_at(done))
             _save_state(state_path, {"step": done, "checkpoint": name, "head": head.state_dict(),
                                      "optimizer": optimizer.state_dict()})
             _write_log(log_path, log)
     bar.close()
-    save_checkpoint(model, final, {"iteration": iteration, "step": steps, "steps": steps, "seed": seed,
-                                   "targets": quality, "loss": log[-1]["loss"] if log else None})
+    save_checkpoint(model, final, meta_at(steps))
     return final
 
 
@@ -480,23 +473,17 @@ def ship(run: Path, dest: Path, every: int | None = None, dtype: torch.dtype = t
             if ck.name != last and every and step % every:
                 continue
             target = dest / it.name / ck.name
-            tmp = target.parent / f".{target.name}.tmp"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-            for f in ck.iterdir():
-                if f.name == "model.safetensors":
-                    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(f).items()}
-                    save_file(tensors, tmp / f.name, metadata={"format": "pt"})
-                elif f.name == "pretrain.json":
-                    meta = json.loads(f.read_text())
-                    meta["stored_dtype"] = str(dtype).replace("torch.", "")
-                    (tmp / f.name).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-                else:
-                    shutil.copyfile(f, tmp / f.name)
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
+            with atomic_dir(target) as tmp:
+                for f in ck.iterdir():
+                    if f.name == "model.safetensors":
+                        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(f).items()}
+                        save_file(tensors, tmp / f.name, metadata={"format": "pt"})
+                    elif f.name == "pretrain.json":
+                        meta = json.loads(f.read_text())
+                        meta["stored_dtype"] = str(dtype).replace("torch.", "")
+                        (tmp / f.name).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+                    else:
+                        shutil.copyfile(f, tmp / f.name)
             shipped.append(target)
     for name in ("recipe.yaml", "log.jsonl"):
         shutil.copyfile(run / name, dest / name)
