@@ -176,6 +176,38 @@ def collate(items: list[dict]) -> dict:
 # ------------------------------------------------------------------------- module
 
 
+def window_checkpoint(path: Path):
+    """A callback that rewrites ``path`` (atomically) after every validation pass and at the
+    end of training, so a killed run resumes from its last finished window.
+
+    Lightning's ModelCheckpoint(save_top_k=0, save_last=True) only writes last.ckpt in a step
+    where a top-k checkpoint was written, i.e. never before training ends."""
+    pl = _lightning()
+
+    class WindowCheckpoint(pl.Callback):
+        def __init__(self) -> None:
+            self.saved_step = -1
+
+        def _save(self, trainer) -> None:
+            if trainer.sanity_checking or trainer.global_step == self.saved_step:
+                return
+            tmp = path.with_name(f".{path.name}.tmp")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(str(tmp))  # collective; rank 0 writes
+            if trainer.is_global_zero:
+                os.replace(tmp, path)
+            self.saved_step = trainer.global_step
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            self._save(trainer)
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            self._save(trainer)
+
+    return WindowCheckpoint()
+
+
+
 def _lightning():
     import pytorch_lightning as pl
 
@@ -429,14 +461,12 @@ def run(req: RunRequest) -> list[Path]:
     pl.seed_everything(req.seed, workers=True, verbose=False)
     module = make_module(task, probes, dims, hop, config, examples["dev"], upstream=upstream if req.no_cache else None,
                          offset=upstream.info.frame_offset)
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    checkpoint = ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True, save_top_k=0, every_n_epochs=1,
-                                 save_on_train_epoch_end=False)
+    checkpoint = window_checkpoint(last)
     trainer = pl.Trainer(
         max_steps=int(config["max_steps"]), max_epochs=-1, accelerator=req.accelerator, devices=req.devices,
         strategy=req.strategy, deterministic=True, num_sanity_val_steps=0, check_val_every_n_epoch=1,
-        callbacks=[checkpoint], logger=False, enable_progress_bar=req.progress, enable_model_summary=False,
+        callbacks=[checkpoint], enable_checkpointing=False, logger=False, enable_progress_bar=req.progress,
+        enable_model_summary=False,
         default_root_dir=str(run_dir), use_distributed_sampler=False,
     )
     torch.use_deterministic_algorithms(True, warn_only=True)

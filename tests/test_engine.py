@@ -145,15 +145,46 @@ def test_cached_and_live_runs_agree(tiny_corpus, home, tmp_path):
         assert abs(cached["test"][name] - live["test"][name]) <= 0.02, (task, cached["test"], live["test"])
 
 
+class _Killed(Exception):
+    """Stands in for a kill: raised inside training, nothing after it runs."""
+
+
 def test_interrupted_training_resumes_to_the_same_result(tiny_corpus, tmp_path, monkeypatch):
+    import harness.engine as engine
+
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "straight"))
     straight = _run(tiny_corpus, tmp_path / "s", task="phone", max_steps=12)
+
+    # kill the same run in the middle of its third window (windows end at steps 3, 6, 9)
+    make_module = engine.make_module
+
+    def dying_module(*args, **kwargs):
+        module = make_module(*args, **kwargs)
+        step = module.training_step
+
+        def training_step(batch, batch_idx):
+            if module.trainer.global_step == 7:
+                raise _Killed()
+            return step(batch, batch_idx)
+
+        module.training_step = training_step
+        return module
+
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "resumed"))
-    first = _run(tiny_corpus, tmp_path / "r", task="phone", max_steps=6)  # as if killed after step 6
-    assert first[0]["steps"] == 6
+    monkeypatch.setattr(engine, "make_module", dying_module)
+    with pytest.raises(_Killed):
+        _run(tiny_corpus, tmp_path / "r", task="phone", max_steps=12)
+    [last] = (tmp_path / "resumed").glob("runs/*/checkpoints/last.ckpt")
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 6  # the last window end
+    assert not list((tmp_path / "r").rglob("*.json"))  # no record from a killed run
+
+    monkeypatch.setattr(engine, "make_module", make_module)
     resumed = _run(tiny_corpus, tmp_path / "r", task="phone", max_steps=12)
     assert resumed[0]["steps"] == 12
     assert resumed[0]["test"] == straight[0]["test"] and resumed[0]["best_step"] == straight[0]["best_step"]
+    # a longer run continues a finished shorter one
+    longer = _run(tiny_corpus, tmp_path / "r", task="phone", max_steps=15)
+    assert longer[0]["steps"] == 15
 
 
 def test_interrupted_extraction_resumes_without_recomputing(tiny_corpus, tmp_path):
