@@ -59,6 +59,10 @@ def build(results: Path, out: Path) -> list[Path]:
     for r in rankings:
         if r.layers:
             plots[(r.upstream, r.task, r.setting)] = plot(r, out / "plots" / plot_name(r))
+    # plots of records that are gone (e.g. a retrained checkpoint series) would linger and
+    # mislead; only files named like ours (TASK__UPSTREAM__SETTING.png) are removed
+    for stale in set((out / "plots").glob("*__*__*.png")) - set(plots.values()):
+        stale.unlink()
 
     # Markdown
     md = ["# Leaderboard", "",

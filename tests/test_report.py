@@ -132,6 +132,13 @@ def test_leaderboard_is_byte_identical_and_keeps_settings_apart(results, tmp_pat
     assert md.count("## ic") == 2 and md.count("## asr") == 1
     rows = (a / "leaderboard.csv").read_text().splitlines()
     assert len(rows) == 1 + 3
+    # regenerating after records were removed drops their plots, and only those
+    (a / "plots" / "notes.png").write_bytes(b"not a leaderboard plot")
+    before = {f.name for f in (a / "plots").iterdir()}
+    shutil.rmtree(results / "other")
+    build(results, a)
+    gone = before - {f.name for f in (a / "plots").iterdir()}
+    assert len(gone) == 1 and next(iter(gone)).startswith("ic__modelA__")
 
 
 def test_exported_truncated_model_reproduces_kept_layers(tmp_path, monkeypatch):
