@@ -181,7 +181,8 @@ def test_shipped_checkpoints_come_from_the_default_recipe():
 
     shipped = resources.files("harness.upstreams").joinpath("checkpoints", "tiny_hubert")
     assert yaml.safe_load(shipped.joinpath("recipe.yaml").read_text()) == pt.default_recipe()
-    for it in (1, 2):
-        meta = json.loads(shipped.joinpath(f"it{it}", "step_001200", "pretrain.json").read_text())
-        assert meta["iteration"] == it and meta["step"] == meta["steps"] == 1200
+    for it, iteration in enumerate(pt.default_recipe()["iterations"], start=1):
+        final = iteration["steps"]
+        meta = json.loads(shipped.joinpath(f"it{it}", f"step_{final:06d}", "pretrain.json").read_text())
+        assert meta["iteration"] == it and meta["step"] == meta["steps"] == final
         assert meta["stored_dtype"] == "float16"
