@@ -12,7 +12,7 @@ harness corpus check
 # classic features, and the random-weights control of a real SSL architecture. (ASR is
 # left out here: its BiLSTM head takes about half an hour per layer on 2 CPU cores; run
 # e.g. `harness run --upstream fbank --task asr --layer 0 --set head.hidden=128 --set head.proj=128`.)
-UPSTREAMS=(tiny_hubert_it2 tiny_hubert_it1 "tiny_hubert_it2 --random-init" fbank mfcc "distilhubert --random-init")
+UPSTREAMS=(tiny_hubert_it1 tiny_hubert_it2 "tiny_hubert_it2 --random-init" fbank mfcc "distilhubert --random-init")
 TASKS=(phone pr ic sid)
 for up in "${UPSTREAMS[@]}"; do
     for task in "${TASKS[@]}"; do
