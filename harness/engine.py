@@ -18,7 +18,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import platform
 import re
 import resource
@@ -34,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import __version__
 from .errors import HarnessError
-from .fsutil import default_home, write_json
+from .fsutil import atomic_path, default_home, write_json
 from .heads import Featurizer, Probe
 from .task import SPLITS, Example, Task
 
@@ -191,11 +190,12 @@ def window_checkpoint(path: Path):
         def _save(self, trainer) -> None:
             if trainer.sanity_checking or trainer.global_step == self.saved_step:
                 return
-            tmp = path.with_name(f".{path.name}.tmp")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            trainer.save_checkpoint(str(tmp))  # collective; rank 0 writes
+            # save_checkpoint is collective (every rank calls it) but only rank 0 writes
             if trainer.is_global_zero:
-                os.replace(tmp, path)
+                with atomic_path(path) as tmp:
+                    trainer.save_checkpoint(str(tmp))
+            else:
+                trainer.save_checkpoint(str(path))
             self.saved_step = trainer.global_step
 
         def on_validation_end(self, trainer, pl_module) -> None:
@@ -205,7 +205,6 @@ def window_checkpoint(path: Path):
             self._save(trainer)
 
     return WindowCheckpoint()
-
 
 
 def _lightning():

@@ -257,8 +257,6 @@ def test_cli_run_and_one_line_errors(tiny_corpus, tmp_path):
 
 
 def test_asr_head_downsampling_concatenates_frames_and_ignores_padding():
-    import torch
-
     from harness.heads import BiLstmCtc
 
     torch.manual_seed(0)
