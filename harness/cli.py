@@ -135,7 +135,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     corpus = Path(args.corpus) if args.corpus else embedded_corpus_dir()
     if not (corpus / "corpus.json").exists() and not (corpus / "LibriSpeech").is_dir():
         raise HarnessError(f"{corpus} is not a corpus root (no corpus.json or LibriSpeech/); run `harness corpus build`")
-    finals = pretrain(corpus, Path(args.out), recipe, progress=not args.quiet)
+    reuse = Path(args.reuse) if args.reuse else None
+    if reuse is not None and reuse.resolve() == Path(args.out).resolve():
+        raise HarnessError("--reuse needs another run than --out (it copies from it)")
+    finals = pretrain(corpus, Path(args.out), recipe, progress=not args.quiet, reuse=reuse)
     for n, final in enumerate(finals, 1):
         print(f"iteration {n}: hf:{final}")
     print(f"checkpoints: {Path(args.out)}/it*/step_*  (log: {Path(args.out) / 'log.jsonl'})")
@@ -377,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="override a recipe value, e.g. iterations.1.layer=3 (repeatable)")
     pt.add_argument("--seed", type=int, help="overrides the recipe's seed")
+    pt.add_argument("--reuse", metavar="RUN", help="start a new --out from the finished iterations of an earlier run "
+                    "that this recipe shares (e.g. after lengthening iteration 2, only iteration 2 is trained)")
     pt.add_argument("--ship", metavar="DIR", help="after training, copy the checkpoints as float16 into DIR "
                     "(how the harness's own tiny_hubert checkpoints were made)")
     pt.add_argument("--ship-every", type=int, metavar="STEPS", help="with --ship: only steps that are multiples of "

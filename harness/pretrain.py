@@ -14,6 +14,7 @@ Output folder::
                                pretrain.json with iteration/step/loss)
     OUT/itN/final/             the iteration's last model
     OUT/itN/state.pt           optimizer and prediction head for resuming (weights-only loadable)
+    OUT/reused.json            with --reuse: the run whose finished iterations were copied
 
 Determinism: batch grouping, crops, masks and dropout are drawn from generators seeded
 by (seed, iteration, step), so a resumed run takes the same steps as an uninterrupted one.
@@ -311,8 +312,53 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 
 
 # -------------------------------------------------------------------------- training
-def pretrain(corpus: Path, out: Path, recipe: dict, progress: bool = True) -> list[Path]:
-    """Run (or resume) every iteration of ``recipe``; return each iteration's final model dir."""
+def shared_iterations(old: dict, new: dict) -> int:
+    """How many leading iterations two recipes share: 0 unless everything outside
+    ``iterations`` (model, data, seed, optimiser, ...) is equal, then the length of the
+    common prefix of the iteration list. Iteration n's result depends only on these."""
+    def rest(recipe: dict) -> dict:
+        return {k: v for k, v in recipe.items() if k != "iterations"}
+
+    if rest(old) != rest(new):
+        return 0
+    shared = 0
+    for a, b in zip(old["iterations"], new["iterations"]):
+        if a != b:
+            break
+        shared += 1
+    return shared
+
+
+def reuse_finished(source: Path, out: Path, recipe: dict) -> int:
+    """Copy into the new run folder ``out`` the finished iterations of the run ``source`` that
+    ``recipe`` shares with it (folders and log rows), so only the changed iterations are
+    trained. ``source`` is only read. Returns the number of iterations copied."""
+    import yaml
+
+    saved = source / "recipe.yaml"
+    if not saved.exists():
+        raise HarnessError(f"--reuse {source}: not a pretraining run (no recipe.yaml)")
+    shared = shared_iterations(yaml.safe_load(saved.read_text()), recipe)
+    finished = 0
+    while finished < shared and (source / f"it{finished + 1}" / "final" / "pretrain.json").exists():
+        finished += 1
+    if finished == 0:
+        raise HarnessError(f"--reuse {source}: no finished iteration of that run has the same recipe as this one "
+                           "(model, data, seed and optimiser settings must be equal, and the iteration itself)")
+    for n in range(1, finished + 1):
+        shutil.copytree(source / f"it{n}", out / f"it{n}")
+    rows = [r for r in map(json.loads, (source / "log.jsonl").read_text().splitlines()) if r["iteration"] <= finished]
+    _write_log(out / "log.jsonl", rows)
+    write_text(out / "reused.json", json.dumps({"source": str(source.resolve()), "iterations": finished},
+                                                  indent=1) + "\n")
+    return finished
+
+
+def pretrain(corpus: Path, out: Path, recipe: dict, progress: bool = True, reuse: Path | None = None) -> list[Path]:
+    """Run (or resume) every iteration of ``recipe``; return each iteration's final model dir.
+
+    ``reuse``: an earlier run whose finished iterations this recipe shares are copied into
+    the (new, empty) ``out`` instead of being trained again."""
     import yaml
 
     out = Path(out)
@@ -320,10 +366,17 @@ def pretrain(corpus: Path, out: Path, recipe: dict, progress: bool = True) -> li
     saved = out / "recipe.yaml"
     if saved.exists():
         if yaml.safe_load(saved.read_text()) != recipe:
-            raise HarnessError(f"{out} holds a pretraining run with another recipe; choose another --out "
-                               "or delete it")
+            hint = f" and --reuse {out} to keep its iterations that this recipe shares" \
+                if shared_iterations(yaml.safe_load(saved.read_text()), recipe) else ""
+            raise HarnessError(f"{out} holds a pretraining run with another recipe; choose another --out{hint}")
     elif out.exists() and any(out.iterdir()):
         raise HarnessError(f"{out} is not empty and holds no pretraining run; choose another --out")
+    if reuse is not None and not saved.exists():
+        with atomic_dir(out) as tmp:  # all copied or nothing: an interrupted copy leaves no half run
+            reused = reuse_finished(Path(reuse), tmp, recipe)
+            write_text(tmp / "recipe.yaml", recipe_text)
+        if progress:
+            print(f"reusing iterations 1..{reused} of {reuse}")
     write_text(saved, recipe_text)
     audio = load_train_audio(corpus, recipe["data"]["layouts"], progress)
     finals: list[Path] = []

@@ -141,6 +141,40 @@ def test_another_recipe_in_the_same_folder_is_refused(finished, tiny_corpus):
         pt.pretrain(tiny_corpus, out, tiny_recipe(steps=30), progress=False)
 
 
+def test_a_longer_iteration_2_reuses_iteration_1_and_trains_only_iteration_2(finished, tiny_corpus, tmp_path):
+    source, _ = finished
+    recipe = tiny_recipe()
+    recipe["iterations"][1]["steps"] = 12
+    with pytest.raises(HarnessError, match="--reuse"):  # the refusal in place says how to keep iteration 1
+        pt.pretrain(tiny_corpus, source, recipe, progress=False)
+    before = {p: p.stat().st_mtime_ns for p in source.rglob("*")}
+    out = tmp_path / "longer"
+    pt.pretrain(tiny_corpus, out, recipe, progress=False, reuse=source)
+    assert {p: p.stat().st_mtime_ns for p in source.rglob("*")} == before  # the source run is only read
+    a, b = (load_file(run / "it1" / "final" / "model.safetensors") for run in (out, source))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((out / "it2" / "final" / "pretrain.json").read_text())["step"] == 12
+    assert json.loads((out / "reused.json").read_text())["iterations"] == 1
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    source_rows = [json.loads(line) for line in (source / "log.jsonl").read_text().splitlines()]
+    assert [r for r in rows if r["iteration"] == 1] == [r for r in source_rows if r["iteration"] == 1]
+    assert [r["step"] for r in rows if r["iteration"] == 2] == [4, 8, 12]
+    # iteration 2 trained from scratch on the reused iteration 1's targets: same as training both here
+    fresh = tmp_path / "fresh"
+    pt.pretrain(tiny_corpus, fresh, recipe, progress=False)
+    a, b = (load_file(run / "it2" / "final" / "model.safetensors") for run in (out, fresh))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_reuse_refuses_a_run_with_another_model(finished, tiny_corpus, tmp_path):
+    source, _ = finished
+    recipe = tiny_recipe()
+    recipe["model"]["hidden_size"] = 48
+    with pytest.raises(HarnessError, match="no finished iteration"):
+        pt.pretrain(tiny_corpus, tmp_path / "other", recipe, progress=False, reuse=source)
+    assert not (tmp_path / "other").exists()
+
+
 def test_cli_reports_a_bad_target_layer_in_one_line(tiny_corpus, tmp_path):
     import yaml
 
