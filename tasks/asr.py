@@ -1,7 +1,9 @@
 """Speech recognition (SUPERB ASR): character CTC with a projection + BiLSTM head.
 
 Characters are A-Z, apostrophe and the word boundary ``|``; greedy decoding, no
-language model. WER is the ranking metric; CER is reported too (jiwer).
+language model. WER ranks layers and selects checkpoints (SUPERB's metric); CER is
+reported too (jiwer). ``metric: cer`` ranks and selects on CER instead, for runs too
+short to move WER off 1.0 (a word is only right when all its characters are).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from harness.data import read_librispeech
 from harness.heads import BiLstmCtc, ctc_greedy
 from harness.metrics import error_counts, error_rate
+from harness.errors import HarnessError
 from harness.task import Example, MetricSpec
 
 from ._common import LIBRI_SPLITS, CtcTask, require_examples, split_name
@@ -26,6 +29,9 @@ class SpeechRecognition(CtcTask):
 
     def __init__(self, config: dict) -> None:
         super().__init__(config, CHARS)
+        if config["metric"] not in ("wer", "cer"):
+            raise HarnessError(f"asr: metric must be wer or cer, got {config['metric']!r}")
+        self.metric = MetricSpec(config["metric"], higher_is_better=False)
 
     def examples(self, data_root: Path, split: str) -> list[Example]:
         out = []
@@ -52,7 +58,9 @@ class SpeechRecognition(CtcTask):
     def score(self, predictions, examples):
         ids = [e.id for e in examples]
         refs, hyps = [e.reference for e in examples], [predictions[i] for i in ids]
-        errors, lengths = error_counts(refs, hyps, "word")
-        cerr, clen = error_counts(refs, hyps, "char")
-        metrics = {"wer": error_rate(errors, lengths), "cer": error_rate(cerr, clen)}
-        return metrics, {"ids": ids, "errors": errors, "lengths": lengths, "char_errors": cerr, "char_lengths": clen}
+        counts = {"wer": error_counts(refs, hyps, "word"), "cer": error_counts(refs, hyps, "char")}
+        metrics = {name: error_rate(errors, lengths) for name, (errors, lengths) in counts.items()}
+        errors, lengths = counts[self.metric.name]  # what the report bootstraps
+        (werr, wlen), (cerr, clen) = counts["wer"], counts["cer"]
+        return metrics, {"ids": ids, "errors": errors, "lengths": lengths, "word_errors": werr, "word_lengths": wlen,
+                         "char_errors": cerr, "char_lengths": clen}

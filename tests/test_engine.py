@@ -267,3 +267,28 @@ def test_asr_head_downsampling_concatenates_frames_and_ignores_padding():
     alone = head(x[1:, :7], torch.tensor([7]))  # 7 // 2 = 3 frames: padding beyond them changes nothing
     assert torch.allclose(out[1, :3], alone[0], atol=1e-6)
     assert head.output_lengths(torch.tensor([11, 7])).tolist() == [5, 3]
+
+
+def test_asr_can_rank_and_select_on_cer_and_scores_match_jiwer():
+    import jiwer
+
+    from harness.registry import load_task
+    from harness.task import Example
+
+    cls = load_task("asr")
+    refs = ["THE CAT SAT", "A DOG", "HELLO WORLD AGAIN"]
+    hyps = {"u0": "THE CAT SAD", "u1": "A DOG", "u2": "HELO WORD"}
+    examples = [Example(f"u{i}", None, [], r) for i, r in enumerate(refs)]
+    by_wer = cls(cls.default_config())
+    by_cer = cls(dict(cls.default_config(), metric="cer"))
+    assert (by_wer.metric.name, by_cer.metric.name) == ("wer", "cer")
+    m_wer, o_wer = by_wer.score(hyps, examples)
+    m_cer, o_cer = by_cer.score(hyps, examples)
+    assert m_wer == m_cer  # both rates are always reported; only the ranked one changes
+    assert m_wer["wer"] == pytest.approx(jiwer.wer(refs, [hyps[f"u{i}"] for i in range(3)]))
+    assert m_wer["cer"] == pytest.approx(jiwer.cer(refs, [hyps[f"u{i}"] for i in range(3)]))
+    # the report bootstraps outcomes["errors"] / outcomes["lengths"]: they must be the ranked metric's
+    assert sum(o_wer["errors"]) / sum(o_wer["lengths"]) == pytest.approx(m_wer["wer"])
+    assert sum(o_cer["errors"]) / sum(o_cer["lengths"]) == pytest.approx(m_cer["cer"])
+    with pytest.raises(HarnessError, match="wer or cer"):
+        cls(dict(cls.default_config(), metric="per"))
