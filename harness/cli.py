@@ -145,7 +145,13 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.ship:
         from .pretrain import ship
 
-        shipped = ship(Path(args.out), Path(args.ship), args.ship_every)
+        every = None
+        if args.ship_every:
+            try:
+                every = [int(v) for v in args.ship_every.split(",")]
+            except ValueError:
+                raise HarnessError(f"--ship-every expects STEPS or STEPS,STEPS,... got {args.ship_every!r}") from None
+        shipped = ship(Path(args.out), Path(args.ship), every[0] if every and len(every) == 1 else every)
         print(f"shipped {len(shipped)} float16 checkpoints to {args.ship}")
     return 0
 
@@ -384,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "that this recipe shares (e.g. after lengthening iteration 2, only iteration 2 is trained)")
     pt.add_argument("--ship", metavar="DIR", help="after training, copy the checkpoints as float16 into DIR "
                     "(how the harness's own tiny_hubert checkpoints were made)")
-    pt.add_argument("--ship-every", type=int, metavar="STEPS", help="with --ship: only steps that are multiples of "
+    pt.add_argument("--ship-every", metavar="STEPS", help="with --ship: only steps that are multiples of STEPS "
+                    "(or STEPS,STEPS,... one per iteration) "
                     "STEPS, plus each iteration's last (default: every checkpoint)")
     pt.add_argument("--quiet", action="store_true", help="no progress bars")
     pt.set_defaults(func=_pretrain)

@@ -52,7 +52,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        for f in tmp.iterdir():  # data on disk before the rename makes the folder visible
+        for f in tmp.rglob("*"):  # data on disk before the rename makes the folder visible
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())

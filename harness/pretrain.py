@@ -507,37 +507,44 @@ def train_iteration(audio: Audio, folder: Path, iteration: int, spec: dict, prev
 
 
 # --------------------------------------------------------------------------- shipping
-def ship(run: Path, dest: Path, every: int | None = None, dtype: torch.dtype = torch.float16) -> list[Path]:
+def ship(run: Path, dest: Path, every: int | Sequence[int] | None = None,
+         dtype: torch.dtype = torch.float16) -> list[Path]:
     """Copy the checkpoints of a finished run whose step is a multiple of ``every`` (default:
-    every saved one) and each iteration's last step into ``dest``, weights cast to ``dtype``
-    (float16 halves the size; the hf backend loads them as float32), with recipe and log."""
+    every saved one; a sequence gives one interval per iteration) and each iteration's last
+    step into ``dest``, weights cast to ``dtype`` (float16 halves the size; the hf backend
+    loads them as float32), with recipe and log. ``dest`` is replaced as a whole, so no
+    checkpoint of an earlier run is left behind in it."""
     from safetensors.torch import load_file, save_file
 
     run, dest = Path(run), Path(dest)
     iterations = sorted(p for p in run.glob("it*") if (p / "final" / "pretrain.json").exists())
     if not iterations:
         raise HarnessError(f"{run} holds no finished pretraining iteration")
+    intervals = list(every) if isinstance(every, Sequence) else [every] * len(iterations)
+    if len(intervals) != len(iterations):
+        raise HarnessError(f"--ship-every: {len(intervals)} intervals for {len(iterations)} finished iterations")
     shipped = []
-    for it in iterations:
-        steps = sorted(it.glob("step_*"))
-        last = steps[-1].name
-        for ck in steps:
-            step = int(ck.name.split("_")[1])
-            if ck.name != last and every and step % every:
-                continue
-            target = dest / it.name / ck.name
-            with atomic_dir(target) as tmp:
+    with atomic_dir(dest) as tmp_dest:
+        for it, interval in zip(iterations, intervals):
+            steps = sorted(it.glob("step_*"))
+            last = steps[-1].name
+            for ck in steps:
+                step = int(ck.name.split("_")[1])
+                if ck.name != last and interval and step % interval:
+                    continue
+                target = tmp_dest / it.name / ck.name
+                target.mkdir(parents=True)
                 for f in ck.iterdir():
                     if f.name == "model.safetensors":
                         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(f).items()}
-                        save_file(tensors, tmp / f.name, metadata={"format": "pt"})
+                        save_file(tensors, target / f.name, metadata={"format": "pt"})
                     elif f.name == "pretrain.json":
                         meta = json.loads(f.read_text())
                         meta["stored_dtype"] = str(dtype).replace("torch.", "")
-                        (tmp / f.name).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+                        (target / f.name).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
                     else:
-                        shutil.copyfile(f, tmp / f.name)
-            shipped.append(target)
-    for name in ("recipe.yaml", "log.jsonl"):
-        shutil.copyfile(run / name, dest / name)
+                        shutil.copyfile(f, target / f.name)
+                shipped.append(dest / it.name / ck.name)
+        for name in ("recipe.yaml", "log.jsonl"):
+            shutil.copyfile(run / name, tmp_dest / name)
     return shipped

@@ -207,6 +207,19 @@ def test_shipped_float16_checkpoints_load_as_float32_and_match(finished, tmp_pat
     assert (tmp_path / "ship" / "log.jsonl").exists() and (tmp_path / "ship" / "recipe.yaml").exists()
 
 
+def test_shipping_again_replaces_the_folder_and_takes_one_interval_per_iteration(finished, tmp_path):
+    out, _ = finished
+    dest = tmp_path / "ship"
+    (dest / "it2" / "step_000004").mkdir(parents=True)  # a checkpoint of some earlier run
+    shipped = pt.ship(out, dest, every=[8, 16])
+    assert sorted(str(p.relative_to(dest)) for p in shipped) == ["it1/step_000008", "it1/step_000016",
+                                                                   "it1/step_000024", "it2/step_000008"]
+    assert sorted(str(p.relative_to(dest)) for p in dest.glob("it*/step_*")) == sorted(
+        str(p.relative_to(dest)) for p in shipped)  # the stale it2/step_000004 is gone
+    with pytest.raises(HarnessError, match="intervals"):
+        pt.ship(out, dest, every=[8])
+
+
 def test_shipped_checkpoints_come_from_the_default_recipe():
     """The README's `harness pretrain` command (default recipe) is what made the shipped model."""
     from importlib import resources
