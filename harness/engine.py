@@ -235,6 +235,7 @@ def make_module(task: Task, probes: list[ProbeSpec], dims: list[int], hop: int |
                 featurizer = Featurizer(spec.layers, spec.weighted, layer_norm=bool(config["layer_norm"]))
                 self.probes[spec.key] = Probe(featurizer, task.build_head(layer_dims.pop()))
             self.best: dict[str, dict] = {}
+            self.curve: dict[str, list[dict]] = {}  # dev metrics at every validation, per probe
             self._val: dict[str, dict] = {}
 
         # -- features for a batch, from the cache or from the upstream ------------
@@ -289,6 +290,7 @@ def make_module(task: Task, probes: list[ProbeSpec], dims: list[int], hop: int |
             for key, probe in self.probes.items():
                 metrics, _ = self.task.score(self._val[key], examples)
                 value = float(metrics[self.task.metric.name])
+                self.curve.setdefault(key, []).append({"step": step, **{k: float(v) for k, v in metrics.items()}})
                 best = self.best.get(key)
                 if best is None or sign * value > sign * best["dev"]:
                     state = {k: v.detach().clone() for k, v in probe.state_dict().items()}
@@ -299,9 +301,11 @@ def make_module(task: Task, probes: list[ProbeSpec], dims: list[int], hop: int |
 
         def on_save_checkpoint(self, checkpoint):
             checkpoint["harness_best"] = self.best
+            checkpoint["harness_curve"] = self.curve
 
         def on_load_checkpoint(self, checkpoint):
             self.best = checkpoint.get("harness_best", {})
+            self.curve = checkpoint.get("harness_curve", {})
 
         def state_dict(self, *args, **kwargs):
             # the frozen upstream is not part of what we train or checkpoint
@@ -507,6 +511,7 @@ def run(req: RunRequest) -> list[Path]:
             "layer_weights": weights,
             "dev": dev_metrics, "test": test_metrics,
             "best_step": best["step"], "steps": steps, "seed": req.seed,
+            "dev_curve": module.curve.get(spec.key, []),
             "config": config, "data_root": str(data_root), "corpus": _corpus_identity(data_root),
             "no_cache": req.no_cache, "pooled_cache": pooled, "test_utterances": len(examples["test"]),
             "versions": versions, "wall_time_s": round(time.time() - t_start, 1), "timing": timing,

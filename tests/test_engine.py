@@ -182,6 +182,11 @@ def test_interrupted_training_resumes_to_the_same_result(tiny_corpus, tmp_path, 
     resumed = _run(tiny_corpus, tmp_path / "r", task="phone", max_steps=12)
     assert resumed[0]["steps"] == 12
     assert resumed[0]["test"] == straight[0]["test"] and resumed[0]["best_step"] == straight[0]["best_step"]
+    # the dev curve (every validation's metrics) survives the kill: windows 3, 6 from before, 9, 12 after
+    assert [p["step"] for p in resumed[0]["dev_curve"]] == [3, 6, 9, 12]
+    assert resumed[0]["dev_curve"] == straight[0]["dev_curve"]
+    best = max(resumed[0]["dev_curve"], key=lambda p: p["accuracy"])
+    assert best["step"] == resumed[0]["best_step"]
     # a longer run continues a finished shorter one
     longer = _run(tiny_corpus, tmp_path / "r", task="phone", max_steps=15)
     assert longer[0]["steps"] == 15
