@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from . import __version__
 from .errors import HarnessError
 from .fsutil import atomic_path, default_home, write_json
-from .heads import Featurizer, Probe
+from .heads import Featurizer, Head, Probe
 from .task import SPLITS, Example, Task
 
 # ------------------------------------------------------------------------- layers
@@ -233,7 +233,11 @@ def make_module(task: Task, probes: list[ProbeSpec], dims: list[int], hop: int |
                     raise HarnessError(f"{spec.key}: the layers have different dims {sorted(layer_dims)}; "
                                        "a weighted sum needs equal dims")
                 featurizer = Featurizer(spec.layers, spec.weighted, layer_norm=bool(config["layer_norm"]))
-                self.probes[spec.key] = Probe(featurizer, task.build_head(layer_dims.pop()))
+                head = task.build_head(layer_dims.pop())
+                if not isinstance(head, Head):
+                    raise HarnessError(f"task {task.name}: build_head must return a harness.heads.Head, "
+                                       f"got {type(head).__name__}")
+                self.probes[spec.key] = Probe(featurizer, head)
             self.best: dict[str, dict] = {}
             self.curve: dict[str, list[dict]] = {}  # dev metrics at every validation, per probe
             self._val: dict[str, dict] = {}
@@ -258,7 +262,7 @@ def make_module(task: Task, probes: list[ProbeSpec], dims: list[int], hop: int |
             hidden, b = self._batch(batch)
             losses = {}
             for key, probe in self.probes.items():
-                losses[key] = self.task.loss(probe(hidden, b["lengths"]), b)
+                losses[key] = self.task.loss(*probe.outputs(hidden, b))
             total = sum(losses.values())
             self.log("train_loss", total / len(losses), prog_bar=True, batch_size=len(batch["examples"]))
             return total
@@ -279,7 +283,7 @@ def make_module(task: Task, probes: list[ProbeSpec], dims: list[int], hop: int |
         def validation_step(self, batch, batch_idx):
             hidden, b = self._batch(batch)
             for key, probe in self.probes.items():
-                preds = self.task.predict(probe(hidden, b["lengths"]), b)
+                preds = self.task.predict(*probe.outputs(hidden, b))
                 for e, p in zip(batch["examples"], preds):
                     self._val[key][e.id] = p
 
@@ -352,7 +356,7 @@ def _evaluate(module, loader, examples: list[Example]) -> dict[str, tuple[dict, 
         for batch in loader:
             hidden, b = module._batch(batch)
             for key, probe in module.probes.items():
-                for e, p in zip(batch["examples"], task.predict(probe(hidden, b["lengths"]), b)):
+                for e, p in zip(batch["examples"], task.predict(*probe.outputs(hidden, b))):
                     preds[key][e.id] = p
     return {key: task.score(preds[key], examples) for key in module.probes}
 

@@ -44,13 +44,22 @@ class Featurizer(nn.Module):
         return sum(wk * x for wk, x in zip(w, xs))
 
 
+class Head(nn.Module):
+    """A task head: ``forward(features, lengths)``; ``output_lengths`` maps feature lengths
+    to the head's output frames (the identity unless the head subsamples). The engine
+    gives tasks these output lengths, so no task repeats a head's arithmetic."""
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return lengths
+
+
 def masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """``[batch, frames, dim]`` -> ``[batch, dim]`` mean over the valid frames."""
     mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
     return (x * mask[..., None]).sum(1) / lengths.clamp(min=1)[:, None].to(x.dtype)
 
 
-class UtteranceHead(nn.Module):
+class UtteranceHead(Head):
     """Linear(D, proj) -> mean pool -> one linear classifier per slot (SUPERB IC/SID).
 
     Because the first operation is linear, ``forward(mean of x)`` equals
@@ -69,7 +78,7 @@ class UtteranceHead(nn.Module):
         return [clf(h) for clf in self.classifiers]
 
 
-class FrameLinear(nn.Module):
+class FrameLinear(Head):
     """Per-frame linear classifier (s3prl phone_linear)."""
 
     def __init__(self, dim: int, classes: int) -> None:
@@ -80,7 +89,7 @@ class FrameLinear(nn.Module):
         return self.linear(x)
 
 
-class CtcLinear(nn.Module):
+class CtcLinear(Head):
     """Linear CTC head (SUPERB PR): log-probabilities ``[batch, frames, vocab + 1]`` (blank 0)."""
 
     def __init__(self, dim: int, vocab: int) -> None:
@@ -91,7 +100,7 @@ class CtcLinear(nn.Module):
         return F.log_softmax(self.linear(x), dim=-1)
 
 
-class BiLstmCtc(nn.Module):
+class BiLstmCtc(Head):
     """Projection -> BiLSTM stack -> linear CTC output (SUPERB ASR).
 
     ``downsample`` k > 1 concatenates k consecutive projected frames before the LSTM (s3prl's
@@ -132,13 +141,19 @@ class BiLstmCtc(nn.Module):
 class Probe(nn.Module):
     """Featurizer + head: one layer setting of one task."""
 
-    def __init__(self, featurizer: Featurizer, head: nn.Module) -> None:
+    def __init__(self, featurizer: Featurizer, head: Head) -> None:
         super().__init__()
         self.featurizer = featurizer
         self.head = head
 
     def forward(self, hidden: Sequence[torch.Tensor], lengths: torch.Tensor | None):
         return self.head(self.featurizer(hidden), lengths)
+
+    def outputs(self, hidden: Sequence[torch.Tensor], batch: dict) -> tuple:
+        """(head output, the batch as the task sees it: ``lengths`` are the head's output frames)."""
+        lengths = batch["lengths"]
+        out_lengths = lengths if lengths is None else self.head.output_lengths(lengths)
+        return self(hidden, lengths), dict(batch, lengths=out_lengths)
 
 
 def ctc_greedy(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from .errors import HarnessError
+from .heads import Head
 
 SPLITS = ("train", "dev", "test")
 
@@ -74,16 +74,17 @@ class Task(abc.ABC):
 
     # --- model -----------------------------------------------------------------
     @abc.abstractmethod
-    def build_head(self, dim: int) -> nn.Module:
-        """A fresh head for input features of size ``dim``."""
+    def build_head(self, dim: int) -> Head:
+        """A fresh head (a ``harness.heads.Head``) for input features of size ``dim``."""
 
     @abc.abstractmethod
     def loss(self, output: Any, batch: dict) -> torch.Tensor:
-        """Training loss of a head ``output`` on ``batch``."""
+        """Training loss of a head ``output`` on ``batch`` (``batch["lengths"]``: the head's
+        output frames per utterance, see ``Head.output_lengths``)."""
 
     @abc.abstractmethod
     def predict(self, output: Any, batch: dict) -> list[Any]:
-        """One prediction per utterance of the batch (in batch order)."""
+        """One prediction per utterance of the batch (in batch order); ``batch`` as in ``loss``."""
 
     @abc.abstractmethod
     def score(self, predictions: dict[str, Any], examples: list[Example]) -> tuple[dict[str, float], dict[str, Any]]:

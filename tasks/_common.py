@@ -71,10 +71,6 @@ class CtcTask(Task):
         targets = [torch.tensor(e.target, dtype=torch.long) for e in examples]
         return {"targets": torch.cat(targets), "target_lengths": torch.tensor([len(t) for t in targets])}
 
-    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        """Frames of the head's output for input feature lengths (heads that subsample override)."""
-        return lengths
-
     def loss(self, output, batch):
-        return F.ctc_loss(output.transpose(0, 1), batch["targets"], self.output_lengths(batch["lengths"]),
+        return F.ctc_loss(output.transpose(0, 1), batch["targets"], batch["lengths"],
                           batch["target_lengths"], blank=0, zero_infinity=True)

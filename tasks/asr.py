@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from harness.data import read_librispeech
 from harness.heads import BiLstmCtc, ctc_greedy
 from harness.metrics import error_counts, error_rate
@@ -46,12 +44,9 @@ class SpeechRecognition(CtcTask):
         return BiLstmCtc(dim, len(CHARS), proj=h["proj"], hidden=h["hidden"], layers=h["layers"], dropout=h["dropout"],
                          downsample=int(h["downsample"]))
 
-    def output_lengths(self, lengths):
-        return torch.div(lengths, int(self.config["head"]["downsample"]), rounding_mode="floor")
-
     def predict(self, output, batch):
         texts = []
-        for ids in ctc_greedy(output, self.output_lengths(batch["lengths"])):
+        for ids in ctc_greedy(output, batch["lengths"]):
             texts.append(" ".join("".join(CHARS[i - 1] for i in ids).replace("|", " ").split()))
         return texts
 

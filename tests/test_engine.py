@@ -108,6 +108,8 @@ def test_stream_sampler_epochs_depend_only_on_seed_and_epoch():
 @pytest.mark.parametrize("task,overrides", [
     ("ic", {}), ("sid", {}), ("phone", {}), ("pr", {}),
     ("asr", {"head": {"proj": 8, "hidden": 8, "layers": 2, "dropout": 0.0}}),
+    # a subsampling head: CTC loss and decoding must get the head's output lengths, not the features'
+    ("asr", {"head": {"proj": 8, "hidden": 8, "layers": 2, "dropout": 0.0, "downsample": 3}}),
 ])
 def test_every_task_runs_all_layers_and_writes_records(tiny_corpus, tiny_hf, home, tmp_path, task, overrides):
     records = _run(tiny_corpus, tmp_path / "res", upstream=f"hf:{tiny_hf}", task=task, overrides=overrides,
