@@ -1,0 +1,55 @@
+"""Chance levels for ASR on a LibriSpeech-layout split: what WER/CER do outputs that
+ignore the audio get? A probe is "above chance" only if it beats all of these.
+
+    python scripts/asr_chance.py [--data-root DIR] [--split test-clean]
+
+Baselines (each scored with the harness's own jiwer-based metrics):
+  empty            no output at all
+  the              "THE" for every utterance
+  the x half       "THE" repeated half the reference word count (knows the length)
+  the x words      "THE" repeated the reference word count (knows the exact length)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.data import read_librispeech  # noqa: E402
+from harness.metrics import error_counts, error_rate  # noqa: E402
+
+
+def rates(refs: list[str], hyps: list[str]) -> tuple[float, float]:
+    w = error_rate(*error_counts(refs, hyps, "word"))
+    c = error_rate(*error_counts(refs, hyps, "char"))
+    return w, c
+
+
+def main() -> int:
+    from harness.cli import embedded_corpus_dir
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-root", type=Path, default=None)
+    ap.add_argument("--split", default="test-clean")
+    args = ap.parse_args()
+    root = args.data_root or embedded_corpus_dir()
+    refs = [" ".join(u.text.upper().split()) for u in read_librispeech(root, args.split)]
+    baselines = {
+        "empty": ["" for _ in refs],
+        "the": ["THE" for _ in refs],
+        "the x half words": [" ".join(["THE"] * max(1, len(r.split()) // 2)) for r in refs],
+        "the x words": [" ".join(["THE"] * len(r.split())) for r in refs],
+    }
+    print(f"{len(refs)} utterances of {args.split} in {root}")
+    print(f"{'baseline':<18} {'WER':>6} {'CER':>6}")
+    for name, hyps in baselines.items():
+        w, c = rates(refs, hyps)
+        print(f"{name:<18} {w:6.3f} {c:6.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
