@@ -391,8 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--ship", metavar="DIR", help="after training, copy the checkpoints as float16 into DIR "
                     "(how the harness's own tiny_hubert checkpoints were made)")
     pt.add_argument("--ship-every", metavar="STEPS", help="with --ship: only steps that are multiples of STEPS "
-                    "(or STEPS,STEPS,... one per iteration) "
-                    "STEPS, plus each iteration's last (default: every checkpoint)")
+                    "(or STEPS,STEPS,... one per iteration), plus each iteration's last (default: every checkpoint)")
     pt.add_argument("--quiet", action="store_true", help="no progress bars")
     pt.set_defaults(func=_pretrain)
 
