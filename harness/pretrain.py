@@ -429,7 +429,11 @@ def train_iteration(audio: Audio, folder: Path, iteration: int, spec: dict, prev
         model, state, start = build_model(recipe["model"]), None, 0
     model.train()
     params = list(model.parameters()) + list(head.parameters())
-    opt_cfg = recipe["optim"]
+    overrides = spec.get("optim", {})  # an iteration may change optimiser settings (e.g. its own lr)
+    unknown = sorted(set(overrides) - set(recipe["optim"]))
+    if unknown:
+        raise HarnessError(f"iteration {iteration}: unknown optim key(s) {unknown}; known: {sorted(recipe['optim'])}")
+    opt_cfg = {**recipe["optim"], **overrides}
     optimizer = torch.optim.AdamW(params, lr=opt_cfg["lr"], betas=(0.9, 0.98), eps=1e-6,
                                   weight_decay=opt_cfg["weight_decay"])
     warmup = int(opt_cfg["warmup_steps"])

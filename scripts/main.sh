@@ -24,7 +24,7 @@ done
 # Trajectory: every shipped checkpoint of both iterations, every layer, on phone
 # classification -> results/trajectory/trajectory_phone.{csv,png} (checkpoint x layer).
 CHECKPOINTS=(tiny_hubert_it1_step600 tiny_hubert_it1_step1200 tiny_hubert_it1_step1800 tiny_hubert_it1_step2400
-             tiny_hubert_it1_step3000 tiny_hubert_it1 tiny_hubert_it2_step600 tiny_hubert_it2)
+             tiny_hubert_it1_step3000 tiny_hubert_it1 tiny_hubert_it2_step1200 tiny_hubert_it2_step2400 tiny_hubert_it2)
 echo "== harness run --checkpoints ${CHECKPOINTS[*]} --task phone" >&2
 harness run --checkpoints "${CHECKPOINTS[@]}" --task phone --layer all --out results/trajectory --quiet
 harness leaderboard --results results
