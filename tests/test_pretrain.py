@@ -144,7 +144,7 @@ def test_another_recipe_in_the_same_folder_is_refused(finished, tiny_corpus):
 def test_a_longer_iteration_2_reuses_iteration_1_and_trains_only_iteration_2(finished, tiny_corpus, tmp_path):
     source, _ = finished
     recipe = tiny_recipe()
-    recipe["iterations"][1]["steps"] = 12
+    recipe["iterations"][1].update(steps=12, optim={"lr": 1e-3})  # longer, with its own peak lr
     with pytest.raises(HarnessError, match="--reuse"):  # the refusal in place says how to keep iteration 1
         pt.pretrain(tiny_corpus, source, recipe, progress=False)
     before = {p: p.stat().st_mtime_ns for p in source.rglob("*")}
@@ -159,11 +159,21 @@ def test_a_longer_iteration_2_reuses_iteration_1_and_trains_only_iteration_2(fin
     source_rows = [json.loads(line) for line in (source / "log.jsonl").read_text().splitlines()]
     assert [r for r in rows if r["iteration"] == 1] == [r for r in source_rows if r["iteration"] == 1]
     assert [r["step"] for r in rows if r["iteration"] == 2] == [4, 8, 12]
+    assert max(r["lr"] for r in rows if r["iteration"] == 2) == pytest.approx(1e-3)  # the iteration's own lr
+    assert max(r["lr"] for r in rows if r["iteration"] == 1) == pytest.approx(3e-3)  # the recipe's
     # iteration 2 trained from scratch on the reused iteration 1's targets: same as training both here
     fresh = tmp_path / "fresh"
     pt.pretrain(tiny_corpus, fresh, recipe, progress=False)
     a, b = (load_file(run / "it2" / "final" / "model.safetensors") for run in (out, fresh))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_unknown_optimiser_key_of_an_iteration_is_refused(finished, tiny_corpus, tmp_path):
+    source, _ = finished
+    recipe = tiny_recipe()
+    recipe["iterations"][1]["optim"] = {"learning_rate": 1e-3}
+    with pytest.raises(HarnessError, match="unknown optim key"):
+        pt.pretrain(tiny_corpus, tmp_path / "typo", recipe, progress=False, reuse=source)
 
 
 def test_reuse_refuses_a_run_with_another_model(finished, tiny_corpus, tmp_path):
