@@ -1,25 +1,22 @@
 """Chance levels for ASR on a LibriSpeech-layout split: what WER/CER do outputs that
 ignore the audio get? A probe is "above chance" only if it beats all of these.
 
-    python scripts/asr_chance.py [--data-root DIR] [--split test-clean]
+    .venv/bin/python scripts/asr_chance.py [--data-root DIR] [--split test-clean]
 
 Baselines (each scored with the harness's own jiwer-based metrics):
   empty            no output at all
   the              "THE" for every utterance
-  the x half       "THE" repeated half the reference word count (knows the length)
+  the x half words "THE" repeated half the reference word count (knows the length)
   the x words      "THE" repeated the reference word count (knows the exact length)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from harness.data import read_librispeech  # noqa: E402
-from harness.metrics import error_counts, error_rate  # noqa: E402
+from harness.data import read_librispeech
+from harness.metrics import error_counts, error_rate
 
 
 def rates(refs: list[str], hyps: list[str]) -> tuple[float, float]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.data import read_librispeech
+from harness.errors import HarnessError
 from harness.heads import BiLstmCtc, ctc_greedy
 from harness.metrics import error_counts, error_rate
-from harness.errors import HarnessError
 from harness.task import Example, MetricSpec
 
 from ._common import LIBRI_SPLITS, CtcTask, require_examples, split_name
