@@ -307,6 +307,10 @@ def _save_state(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
+def _read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
 def _write_log(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
@@ -347,7 +351,7 @@ def reuse_finished(source: Path, out: Path, recipe: dict) -> int:
                            "(model, data, seed and optimiser settings must be equal, and the iteration itself)")
     for n in range(1, finished + 1):
         shutil.copytree(source / f"it{n}", out / f"it{n}")
-    rows = [r for r in map(json.loads, (source / "log.jsonl").read_text().splitlines()) if r["iteration"] <= finished]
+    rows = [r for r in _read_log(source / "log.jsonl") if r["iteration"] <= finished]
     _write_log(out / "log.jsonl", rows)
     write_text(out / "reused.json", json.dumps({"source": str(source.resolve()), "iterations": finished},
                                                   indent=1) + "\n")
@@ -363,11 +367,16 @@ def pretrain(corpus: Path, out: Path, recipe: dict, progress: bool = True, reuse
 
     out = Path(out)
     recipe_text = yaml.safe_dump(recipe, sort_keys=True)
+    for n, spec in enumerate(recipe["iterations"], 1):  # before any work: a typo should not cost a k-means
+        unknown = sorted(set(spec.get("optim", {})) - set(recipe["optim"]))
+        if unknown:
+            raise HarnessError(f"iteration {n}: unknown optim key(s) {unknown}; known: {sorted(recipe['optim'])}")
     saved = out / "recipe.yaml"
     if saved.exists():
-        if yaml.safe_load(saved.read_text()) != recipe:
+        previous = yaml.safe_load(saved.read_text())
+        if previous != recipe:
             hint = f" and --reuse {out} to keep its iterations that this recipe shares" \
-                if shared_iterations(yaml.safe_load(saved.read_text()), recipe) else ""
+                if shared_iterations(previous, recipe) else ""
             raise HarnessError(f"{out} holds a pretraining run with another recipe; choose another --out{hint}")
     elif out.exists() and any(out.iterdir()):
         raise HarnessError(f"{out} is not empty and holds no pretraining run; choose another --out")
@@ -429,11 +438,7 @@ def train_iteration(audio: Audio, folder: Path, iteration: int, spec: dict, prev
         model, state, start = build_model(recipe["model"]), None, 0
     model.train()
     params = list(model.parameters()) + list(head.parameters())
-    overrides = spec.get("optim", {})  # an iteration may change optimiser settings (e.g. its own lr)
-    unknown = sorted(set(overrides) - set(recipe["optim"]))
-    if unknown:
-        raise HarnessError(f"iteration {iteration}: unknown optim key(s) {unknown}; known: {sorted(recipe['optim'])}")
-    opt_cfg = {**recipe["optim"], **overrides}
+    opt_cfg = {**recipe["optim"], **spec.get("optim", {})}  # an iteration may override (e.g. its own lr)
     optimizer = torch.optim.AdamW(params, lr=opt_cfg["lr"], betas=(0.9, 0.98), eps=1e-6,
                                   weight_decay=opt_cfg["weight_decay"])
     warmup = int(opt_cfg["warmup_steps"])
@@ -446,8 +451,7 @@ def train_iteration(audio: Audio, folder: Path, iteration: int, spec: dict, prev
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
     # earlier iterations' rows, and this one's up to the resumed point
-    log = [r for r in map(json.loads, log_path.read_text().splitlines())
-           if r["iteration"] != iteration or r["step"] <= start] if log_path.exists() else []
+    log = [r for r in _read_log(log_path) if r["iteration"] != iteration or r["step"] <= start]
     lengths = [len(w) for w in audio.waves]
     batches = StepBatches(lengths, recipe["data"]["batch_seconds"], recipe["data"]["max_crop_seconds"],
                           seed * 100 + iteration)

@@ -1,9 +1,10 @@
 """Chance levels for ASR on a LibriSpeech-layout split: what WER/CER do outputs that
 ignore the audio get? A probe is "above chance" only if it beats all of these.
 
-    .venv/bin/python scripts/asr_chance.py [--data-root DIR] [--split test-clean]
+    .venv/bin/python scripts/asr_chance.py [--data-root DIR] [--split test]
 
-Baselines (each scored with the harness's own jiwer-based metrics):
+References and scoring are the asr task's own (its transcripts and jiwer-based WER/CER).
+Baselines:
   empty            no output at all
   the              "THE" for every utterance
   the x half words "THE" repeated half the reference word count (knows the length)
@@ -15,8 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.data import read_librispeech
 from harness.metrics import error_counts, error_rate
+from harness.registry import load_task
 
 
 def rates(refs: list[str], hyps: list[str]) -> tuple[float, float]:
@@ -30,10 +31,11 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", type=Path, default=None)
-    ap.add_argument("--split", default="test-clean")
+    ap.add_argument("--split", default="test", choices=("train", "dev", "test"))
     args = ap.parse_args()
     root = args.data_root or embedded_corpus_dir()
-    refs = [" ".join(u.text.upper().split()) for u in read_librispeech(root, args.split)]
+    task_cls = load_task("asr")
+    refs = [e.reference for e in task_cls(task_cls.default_config()).examples(root, args.split)]
     baselines = {
         "empty": ["" for _ in refs],
         "the": ["THE" for _ in refs],
