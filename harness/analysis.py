@@ -18,7 +18,6 @@ dropped.
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import sys
 from collections import Counter, defaultdict
@@ -29,33 +28,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .audio import SAMPLE_RATE
+from .corpus.layout import ALIGNMENT_DIR, CorpusPaths
 from .data import read_ctm, read_librispeech
+from .data.librispeech import SPLITS as LIBRI_SPLITS
 from .errors import HarnessError
 from .fsutil import write_text
 from .similarity import SimilarityError, cca_fit, linear_cka, pwcca_score
 from .task import Example
 
 EPSILONS = (0.0, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
-RATE = 16_000
-LIBRI = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
-
-
-def resolve_checkpoints(items: Sequence[str]) -> list[str]:
-    """Globs and paths -> upstream specs (HF directories -> hf:, other paths -> torchaudio:)."""
-    specs: list[str] = []
-    for item in items:
-        matches = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
-        if not matches:
-            raise HarnessError(f"--checkpoints {item!r} matches nothing")
-        for m in matches:
-            p = Path(m)
-            if p.is_dir() and (p / "config.json").exists():
-                specs.append(f"hf:{p}")
-            elif p.is_file():
-                specs.append(f"torchaudio:{p}")
-            else:
-                specs.append(m)
-    return specs
 
 
 @dataclass
@@ -67,13 +49,13 @@ class Utterances:
 
 
 def load_utterances(data_root: Path, split: str, limit: int | None = None) -> Utterances:
-    name = LIBRI.get(split, split)
+    name = LIBRI_SPLITS.get(split, split)
     utts = read_librispeech(data_root, name)
     if limit:
         utts = utts[:limit]
-    ali = Path(data_root) / "LibriSpeech" / "alignments"
-    if not ali.exists():
-        ali = Path(data_root) / "alignments"
+    ali = CorpusPaths(Path(data_root)).alignments
+    if not ali.exists():  # data_root may be the LibriSpeech folder itself
+        ali = Path(data_root) / ALIGNMENT_DIR
     phones, words = read_ctm(ali / f"{name}.phones.ctm"), read_ctm(ali / f"{name}.words.ctm")
     examples = [Example(u.id, u.path, None) for u in utts if u.id in phones]
     if not examples:
@@ -83,10 +65,9 @@ def load_utterances(data_root: Path, split: str, limit: int | None = None) -> Ut
 
 def layer_frames(upstream, utts: Utterances, progress: bool = True) -> list[list[np.ndarray]]:
     """Per utterance, per layer ``[frames, dim]`` float32, through the feature cache."""
-    from .features import ensure_cache
+    from .features import ensure_features
 
-    entry = ensure_cache(upstream, "librispeech", utts.split, utts.examples, kind="frames", progress=progress)
-    feats = entry.open(range(upstream.num_layers))
+    feats = ensure_features(upstream, "librispeech", utts.split, utts.examples, kind="frames", progress=progress)
     return [[t.numpy() for t in feats.get(e.id)] for e in utts.examples]
 
 
@@ -142,7 +123,7 @@ def property_samples(kind: str, upstream, utts: Utterances, frames: list[list[np
         for seg in segs_by_utt.get(e.id, []):
             if seg.label == "sil":
                 continue
-            s, t = seg.start * RATE, (seg.start + seg.duration) * RATE
+            s, t = seg.start * SAMPLE_RATE, (seg.start + seg.duration) * SAMPLE_RATE
             inside = np.nonzero((centres >= s) & (centres < t))[0]
             if len(inside) == 0:
                 continue

@@ -13,10 +13,9 @@ from typing import Sequence
 
 
 def embedded_corpus_dir(profile: str = "default", seed: int = 0) -> Path:
-    """Where the embedded corpus for (profile, seed) lives unless --out/--data-root says otherwise."""
-    from .fsutil import default_home
+    from .corpus.layout import embedded_corpus_dir as where
 
-    return default_home() / "corpus" / f"{profile}-seed{seed}"
+    return where(profile, seed)
 
 
 # ------------------------------------------------------------------ corpus commands
@@ -82,17 +81,11 @@ def _upstreams_list(args: argparse.Namespace) -> int:
 
 
 def _upstreams_fetch(args: argparse.Namespace) -> int:
-    import sys as _sys
-
     from .registry import load_backend, parse_spec
 
     backend, source, _ = parse_spec(args.name)
-    cls = load_backend(backend)
-    fetch = getattr(_sys.modules[cls.__module__], "fetch", None)
-    if fetch is None:
-        print(f"{args.name}: backend {backend} needs no download")
-        return 0
-    print(fetch(source))
+    said = load_backend(backend).fetch(source)
+    print(said if said else f"{args.name}: backend {backend} needs no download")
     return 0
 
 
@@ -111,8 +104,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     import yaml
 
     from .errors import HarnessError
+    from .config import merge_config, parse_overrides
     from .pretrain import default_recipe, pretrain
-    from .task import merge_config, parse_overrides
 
     recipe = default_recipe()
     if args.config:
@@ -156,45 +149,97 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    from .engine import RunRequest, run
-    from .task import parse_overrides
-
+def _check_names(args: argparse.Namespace) -> None:
+    """Upstream and task names resolved before any heavy import (a typo costs milliseconds)."""
     from .errors import HarnessError
+    from .registry import parse_spec, task_names
+
+    if bool(args.upstream) == bool(args.checkpoints):
+        raise HarnessError("give exactly one of --upstream or --checkpoints")
+    if args.task not in task_names():
+        raise HarnessError(f"unknown task {args.task!r}; available: {', '.join(task_names())}")
+    if args.upstream:
+        parse_spec(args.upstream)
+    if args.data_root and not Path(args.data_root).is_dir():
+        raise HarnessError(f"--data-root {args.data_root} does not exist or is not a directory")
+
+
+def _request(args: argparse.Namespace, spec: str):
+    from .config import parse_overrides
+    from .engine import RunRequest
 
     devices: str | int = args.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
-    if bool(args.upstream) == bool(args.checkpoints):
-        raise HarnessError("give exactly one of --upstream or --checkpoints")
+    return RunRequest(
+        upstream=spec, task=args.task, layer=args.layer, data_root=Path(args.data_root) if args.data_root else None,
+        out=Path(args.out), seed=args.seed, max_steps=args.max_steps, overrides=parse_overrides(args.set or []),
+        cache="none" if args.no_cache else args.cache, random_init=args.random_init, init_seed=args.init_seed,
+        devices=devices, num_nodes=args.num_nodes, strategy=args.strategy, accelerator=args.accelerator,
+        workers=args.workers, progress=not args.quiet,
+    )
 
-    def request(spec: str) -> RunRequest:
-        return RunRequest(
-            upstream=spec, task=args.task, layer=args.layer, data_root=Path(args.data_root) if args.data_root else None,
-            out=Path(args.out), seed=args.seed, max_steps=args.max_steps, overrides=parse_overrides(args.set or []),
-            no_cache=args.no_cache, random_init=args.random_init, init_seed=args.init_seed, devices=devices,
-            strategy=args.strategy, accelerator=args.accelerator, progress=not args.quiet,
-        )
 
+def _run(args: argparse.Namespace) -> int:
+    _check_names(args)
+    from .engine import run
+    from .upstream import UpstreamPool
+
+    pool = UpstreamPool()
     if args.checkpoints:
-        from .analysis import resolve_checkpoints
+        from .registry import resolve_checkpoints
         from .trajectory import probe_trajectory
 
         specs = resolve_checkpoints(args.checkpoints)
-        records = {spec: run(request(spec)) for spec in specs}
-        csv_path, png = probe_trajectory(records, Path(args.out) / f"trajectory_{args.task}.csv")
-        print(f"{len(specs)} checkpoints; checkpoint x layer grid: {csv_path} and {png}")
+        records = {spec: run(_request(args, spec), pool) for spec in specs}
+        if any(records.values()):
+            csv_path, png = probe_trajectory(records, Path(args.out) / f"trajectory_{args.task}.csv")
+            print(f"{len(specs)} checkpoints; checkpoint x layer grid: {csv_path} and {png}")
         return 0
-    paths = run(request(args.upstream))
+    paths = run(_request(args, args.upstream), pool)
     if paths:
-        import json
+        from .records import read_record
 
         print(f"{'probe':<14}{'dev':>10}{'test':>10}  metric   (records in {paths[0].parent})")
         for p in paths:
-            r = json.loads(p.read_text())
-            name = r["metric"]["name"]
-            print(f"{r['probe']:<14}{r['dev'][name]:>10.4f}{r['test'][name]:>10.4f}  {name}"
-                  + ("  weights " + " ".join(f"{w:.2f}" for w in r["layer_weights"]) if r["layer_weights"] else ""))
+            r = read_record(p)
+            name = r.metric.name
+            print(f"{r.probe:<14}{r.dev[name]:>10.4f}{r.test[name]:>10.4f}  {name}"
+                  + ("  weights " + " ".join(f"{w:.2f}" for w in r.layer_weights) if r.layer_weights else ""))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """What `harness run` with the same arguments would extract and store, without doing it."""
+    _check_names(args)
+    from .engine import cache_plan, finished_records, prepare
+    from .planning import time_extraction
+
+    if args.checkpoints:
+        from .errors import HarnessError
+
+        raise HarnessError("harness plan takes --upstream (plan one checkpoint at a time)")
+    plan = prepare(_request(args, args.upstream))
+    fp = cache_plan(plan)
+    if not args.no_timing:
+        fp.extraction_rate = time_extraction(plan.upstream, plan.examples["dev"])
+    done = finished_records(plan)
+    if done:
+        fp.notes.append(f"this run is already finished: its records are in {done[0].parent}")
+    print(fp.format())
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import leaderboards, load_config, run_benchmark, summary
+
+    jobs = load_config(Path(args.config))
+    outcomes = run_benchmark(jobs, progress=not args.quiet)
+    print(summary(outcomes))
+    for path in leaderboards(outcomes):
+        print(f"leaderboard: {path} (and {path.with_name('index.html')})")
+    reused = sum(o.reused for o in outcomes)
+    print(f"{len(outcomes)} runs ({reused} already finished, {len(outcomes) - reused} trained)")
     return 0
 
 
@@ -240,12 +285,12 @@ def _recommend(args: argparse.Namespace) -> int:
     best = r.best
     rule = "not significantly worse than the best (paired bootstrap, 95%)" if args.tolerance is None else \
         f"within {args.tolerance} {r.metric} of the best"
-    print(f"{r.upstream} · {r.task}: best layer {best.layer} ({best.name}) {r.metric} {best.score:.4f} "
+    print(f"{r.label} · {r.task}: best layer {best.layer} ({best.name}) {r.metric} {best.score:.4f} "
           f"[{best.ci_low:.4f}, {best.ci_high:.4f}]")
     print(f"recommended layer: {pick.layer} ({pick.name}) {r.metric} {pick.score:.4f} "
           f"[{pick.ci_low:.4f}, {pick.ci_high:.4f}]: the lowest layer {rule}")
-    spec = r.upstream.replace(" (random init)", "")
-    pair = None if r.upstream.endswith("(random init)") else costs(spec, int(pick.layer))
+    spec = r.upstream.spec
+    pair = None if r.upstream.random_init else costs(spec, int(pick.layer))
     if pair:
         full, cut = pair
         print(f"{'':18}{'params':>12}{'GFLOPs/s audio':>16}{'CPU ms / 10 s':>15}")
@@ -262,10 +307,11 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from .analysis import resolve_checkpoints, run_cca, run_cka
-    from .engine import _embedded_root
+    from .analysis import run_cca, run_cka
+    from .corpus.layout import require_embedded_corpus
+    from .registry import resolve_checkpoints
 
-    data_root = Path(args.data_root) if args.data_root else _embedded_root()
+    data_root = Path(args.data_root) if args.data_root else require_embedded_corpus()
     checkpoints = resolve_checkpoints(args.checkpoints) if args.checkpoints else None
     if args.measure == "cca":
         specs = checkpoints or [args.upstream]
@@ -357,24 +403,26 @@ def build_parser() -> argparse.ArgumentParser:
     rn = sub.add_parser("run", help="train task heads on one layer, a weighted sum, or every layer",
                         description="Train SUPERB-style heads on cached features of an upstream and write one "
                                     "JSON record per layer setting. Re-running resumes from the last checkpoint.")
-    rn.add_argument("--upstream", help="registry name or BACKEND:SOURCE")
-    rn.add_argument("--checkpoints", nargs="+", help="instead of --upstream: several checkpoints of one model (paths or "
-                    "globs); writes a checkpoint x layer grid (CSV + heatmap) of the test metric")
-    rn.add_argument("--task", required=True, help="asr, pr, phone, ic (alias slu) or sid")
-    rn.add_argument("--layer", default="all", help="N | weighted | A-B | 1,4,7 | all (every layer + weighted; default)")
-    rn.add_argument("--data-root", help="corpus root (default: the embedded corpus)")
-    rn.add_argument("--out", default="results", help="records go to OUT/UPSTREAM/TASK/ (default: results)")
-    rn.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    rn.add_argument("--max-steps", type=int, help="training steps (default: the task's YAML)")
-    rn.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a task config value (repeatable)")
-    rn.add_argument("--no-cache", action="store_true", help="run the upstream inside every step (as s3prl does)")
-    rn.add_argument("--random-init", action="store_true", help="the upstream's architecture with random weights")
-    rn.add_argument("--init-seed", type=int, default=0, help="seed of --random-init weights (default 0)")
-    rn.add_argument("--devices", default="1", help="passed to Lightning (default 1)")
-    rn.add_argument("--strategy", default="auto", help="passed to Lightning, e.g. ddp")
-    rn.add_argument("--accelerator", default="cpu", help="passed to Lightning: cpu, gpu, auto (default cpu)")
-    rn.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_run_arguments(rn)
     rn.set_defaults(func=_run)
+
+    pl_ = sub.add_parser("plan", help="what `harness run` with these arguments would extract and store",
+                         description="Print the run's feature-cache plan without doing anything: hours and "
+                                     "utterances per split, cache bytes per split and in total, the free space, "
+                                     "whether it fits, the chosen mode, and an extraction-time estimate from "
+                                     "timing a small sample here. Takes the arguments of `harness run`.")
+    _add_run_arguments(pl_)
+    pl_.add_argument("--no-timing", action="store_true", help="skip timing the extraction on a sample")
+    pl_.set_defaults(func=_plan)
+
+    bm = sub.add_parser("benchmark", help="many runs in one process from a YAML file (e.g. benchmarks/quick.yaml)",
+                        description="Run every (upstream, task) listed in a benchmark config in one process, "
+                                    "loading each upstream once and skipping finished runs; then regenerate the "
+                                    "leaderboard and print the best layers. See harness/benchmark.py for the format.")
+    bm.add_argument("config", help="benchmark YAML (benchmarks/quick.yaml: the default main job; "
+                    "benchmarks/full.yaml: every committed result)")
+    bm.add_argument("--quiet", action="store_true", help="no progress bars (one line per run is still printed)")
+    bm.set_defaults(func=_benchmark)
 
     pt = sub.add_parser("pretrain", help="HuBERT-style pretraining of a small model on a corpus",
                         description="Iterative masked prediction of k-means targets (MFCCs, then a layer of the "
@@ -395,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--quiet", action="store_true", help="no progress bars")
     pt.set_defaults(func=_pretrain)
 
-    rp = sub.add_parser("report", help="rank layers per upstream and task with 95% confidence intervals",
+    rp = sub.add_parser("report", help="rank layers per upstream and task with 95%% confidence intervals",
                         description="Rank layers by test metric with bootstrap CIs over test utterances (and seeds), "
                                     "mark the layers not significantly worse than the best, show the weighted sum.")
     rp.add_argument("--results", default="results", help="records folder (default: results)")
@@ -449,6 +497,32 @@ def build_parser() -> argparse.ArgumentParser:
             ap.add_argument("--against", help="a second upstream (default: the same model)")
         ap.set_defaults(func=_analyze)
     return parser
+
+
+def _add_run_arguments(rn: argparse.ArgumentParser) -> None:
+    rn.add_argument("--upstream", help="registry name or BACKEND:SOURCE")
+    rn.add_argument("--checkpoints", nargs="+", help="instead of --upstream: several checkpoints of one model (paths, "
+                    "globs or names); writes a checkpoint x layer grid (CSV + heatmap) of the test metric")
+    rn.add_argument("--task", required=True, help="asr, pr, phone, ic (alias slu) or sid")
+    rn.add_argument("--layer", default="all", help="N | weighted | A-B | 1,4,7 | all (every layer + weighted; default)")
+    rn.add_argument("--data-root", help="corpus root (default: the embedded corpus)")
+    rn.add_argument("--out", default="results", help="records go to OUT/UPSTREAM/TASK/ (default: results)")
+    rn.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    rn.add_argument("--max-steps", type=int, help="training steps (default: the task's YAML)")
+    rn.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a task config value (repeatable)")
+    rn.add_argument("--cache", choices=["disk", "auto", "none"], default="disk",
+                    help="disk: extract the needed layers once and train from the cache, refused when it would not "
+                         "fit (default); auto: disk when it fits, else none; none: run the upstream inside every "
+                         "step (no disk)")
+    rn.add_argument("--no-cache", action="store_true", help="same as --cache none (as s3prl does)")
+    rn.add_argument("--random-init", action="store_true", help="the upstream's architecture with random weights")
+    rn.add_argument("--init-seed", type=int, default=0, help="seed of --random-init weights (default 0)")
+    rn.add_argument("--devices", default="1", help="training processes per node, passed to Lightning (default 1)")
+    rn.add_argument("--num-nodes", type=int, default=1, help="nodes, passed to Lightning (default 1)")
+    rn.add_argument("--strategy", default="auto", help="passed to Lightning, e.g. ddp, ddp_spawn")
+    rn.add_argument("--accelerator", default="cpu", help="passed to Lightning: cpu, gpu, auto (default cpu)")
+    rn.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    rn.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _quiet_dependencies() -> None:

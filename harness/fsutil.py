@@ -1,4 +1,10 @@
-"""Atomic file writes: readers never see a half-written file."""
+"""Atomic file and folder writes: readers never see a half-written file, and two processes
+writing the same thing never break each other.
+
+Every temporary name is unique (host, process id and a random part), so concurrent writers
+never share or delete each other's temporaries; a leftover of a killed writer on this host
+is recognised by its dead process id and removed. Files are created with the user's umask.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,74 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import HarnessError
+
+_HOST = socket.gethostname().replace(".", "-")[:32] or "host"
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    with _umask_lock:  # os.umask can only be read by setting it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}.{_HOST}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, name: str) -> None:
+    """Remove temporaries of ``name`` left in ``folder`` by dead writers on this host."""
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return
+    for entry in entries:  # .NAME.HOST.PID.RANDOM.tmp[.suffix]
+        if not entry.name.startswith(f".{name}.") or ".tmp" not in entry.name:
+            continue
+        rest = entry.name[len(name) + 2:].split(".")
+        if len(rest) < 3 or rest[0] != _HOST or not rest[1].isdigit() or _pid_alive(int(rest[1])):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def require_writable_dir(path: Path, what: str) -> Path:
+    """Create ``path`` if needed and check that files can be created in it; one-line error otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"{what} {path} cannot be created: {exc.strerror}") from None
+    if not path.is_dir():
+        raise HarnessError(f"{what} {path} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=_temp_prefix("write-check"), suffix=".tmp", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise HarnessError(f"{what} {path} is not writable ({exc.strerror}); choose another location") from None
+    return path
 
 
 @contextlib.contextmanager
@@ -28,11 +97,14 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         raise HarnessError(f"cannot create directory {path.parent}: {exc.strerror}") from None
     if not os.access(path.parent, os.W_OK):
         raise HarnessError(f"output directory {path.parent} is not writable; choose another --out")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + (suffix or path.suffix), dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp" + (suffix or path.suffix),
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600 whatever the umask
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -40,28 +112,66 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
     """Yield an empty temporary directory next to ``path``; on success its files are synced to
-    disk and it replaces ``path`` (an existing ``path`` is removed first), so readers see the
-    old folder or the complete new one. A leftover from a killed writer is cleared first."""
+    disk and it becomes ``path``, so readers see the old folder (or none) or the complete new one.
+
+    ``replace``: an existing ``path`` is swapped out and removed. Without it, a ``path`` that
+    appeared meanwhile (another process wrote the same deterministic content) is kept and
+    this copy discarded: first writer wins, nobody fails.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    remove_stale_temporaries(path.parent, path.name)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent))
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())
         yield tmp
         for f in tmp.rglob("*"):  # data on disk before the rename makes the folder visible
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
         if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+            if not replace:
+                return
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent))
+            os.replace(path, old / "old")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if not (path.exists() and not replace):  # lost a race to an identical writer: fine
+                    raise
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, blocking: bool = True) -> Iterator[bool]:
+    """An advisory exclusive lock (``flock``) on ``path`` for the duration of the block.
+
+    Yields True when held; with ``blocking=False`` yields False at once if another process
+    holds it. The lock dies with its process, so a killed holder never blocks anyone."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

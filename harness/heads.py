@@ -150,8 +150,12 @@ class Probe(nn.Module):
         return self.head(self.featurizer(hidden), lengths)
 
     def outputs(self, hidden: Sequence[torch.Tensor], batch: dict) -> tuple:
-        """(head output, the batch as the task sees it: ``lengths`` are the head's output frames)."""
-        lengths = batch["lengths"]
+        """(head output, the batch as the task sees it: ``lengths`` are the head's output frames).
+
+        The head gets the frame counts of the probe's own layers (``batch["layer_lengths"]``
+        when present: an utterance-level layer has one frame), else ``batch["lengths"]``."""
+        per_layer = batch.get("layer_lengths")
+        lengths = per_layer[self.featurizer.layers[0]] if per_layer is not None else batch["lengths"]
         out_lengths = lengths if lengths is None else self.head.output_lengths(lengths)
         return self(hidden, lengths), dict(batch, lengths=out_lengths)
 

@@ -35,7 +35,7 @@ def _settings(rankings: Sequence[Ranking]) -> dict[tuple[str, str], list[Ranking
         if r.layers:
             groups[(r.task, r.setting)].append(r)
     sign = {k: (1 if v[0].higher_is_better else -1) for k, v in groups.items()}
-    return {k: sorted(v, key=lambda r: (-sign[k] * r.best.score, r.upstream)) for k, v in sorted(groups.items())}
+    return {k: sorted(v, key=lambda r: (-sign[k] * r.best.score, r.label)) for k, v in sorted(groups.items())}
 
 
 def _describe(r: Ranking) -> str:
@@ -43,6 +43,8 @@ def _describe(r: Ranking) -> str:
     corpus = info.get("corpus") or {}
     if corpus.get("kind") == "harness-embedded":
         where = f"embedded corpus ({corpus.get('profile')}, seed {corpus.get('seed')}, manifest {str(corpus.get('manifest_sha256'))[:12]})"
+    elif corpus.get("kind") == "external":
+        where = f"external corpus ({corpus.get('files', '?')} files, content {str(corpus.get('content_sha256'))[:12]})"
     else:
         where = f"corpus at {corpus.get('root', '?')}"
     cfg = info.get("config", {})
@@ -58,7 +60,7 @@ def build(results: Path, out: Path) -> list[Path]:
     plots = {}
     for r in rankings:
         if r.layers:
-            plots[(r.upstream, r.task, r.setting)] = plot(r, out / "plots" / plot_name(r))
+            plots[(r.label, r.task, r.setting)] = plot(r, out / "plots" / plot_name(r))
     # plots of records that are gone (e.g. a retrained checkpoint series) would linger and
     # mislead; only files named like ours (TASK__UPSTREAM__SETTING.png) are removed
     for stale in set((out / "plots").glob("*__*__*.png")) - set(plots.values()):
@@ -79,9 +81,9 @@ def build(results: Path, out: Path) -> list[Path]:
             b = r.best
             near = ",".join(str(s.layer) for s in r.layers if s.not_worse)
             ws, wci = _score(r, "weighted")
-            md.append(f"| {r.upstream} | {len(r.layers)} | {b.layer} ({b.name}) | {b.score:.4f} | "
+            md.append(f"| {r.label} | {len(r.layers)} | {b.layer} ({b.name}) | {b.score:.4f} | "
                       f"[{b.ci_low:.4f}, {b.ci_high:.4f}] | {near} | {ws} | {wci} |")
-        md += [""] + [f"![{r.upstream} {task}](plots/{plot_name(r)})" for r in rs] + [""]
+        md += [""] + [f"![{r.label} {task}](plots/{plot_name(r)})" for r in rs] + [""]
     paths = [out / "LEADERBOARD.md", out / "leaderboard.csv", out / "index.html"]
     write_text(paths[0], "\n".join(md))
 
@@ -93,7 +95,7 @@ def build(results: Path, out: Path) -> list[Path]:
     for (task, setting), rs in groups.items():
         for r in rs:
             b = r.best
-            w.writerow([task, setting, r.metric, r.higher_is_better, r.upstream, len(r.layers), b.layer, b.name,
+            w.writerow([task, setting, r.metric, r.higher_is_better, r.label, len(r.layers), b.layer, b.name,
                         f"{b.score:.6f}", f"{b.ci_low:.6f}", f"{b.ci_high:.6f}",
                         " ".join(str(s.layer) for s in r.layers if s.not_worse), _score(r, "weighted")[0]])
     write_text(paths[1], buf.getvalue())
@@ -115,14 +117,14 @@ def build(results: Path, out: Path) -> list[Path]:
             b = r.best
             near = ",".join(str(s.layer) for s in r.layers if s.not_worse)
             ws, _ = _score(r, "weighted")
-            parts.append(f"<tr><td>{html.escape(r.upstream)}</td><td>{len(r.layers)}</td>"
+            parts.append(f"<tr><td>{html.escape(r.label)}</td><td>{len(r.layers)}</td>"
                          f"<td data-v=\"{b.layer}\">{b.layer} ({html.escape(b.name)})</td><td>{b.score:.4f}</td>"
                          f"<td>[{b.ci_low:.4f}, {b.ci_high:.4f}]</td><td>{near}</td><td>{ws}</td></tr>")
         parts.append("</tbody></table><div class=\"plots\">")
         for r in rs:
-            p = plots[(r.upstream, r.task, r.setting)]
-            parts.append(f'<figure><img alt="{html.escape(r.upstream)} {task} layer curve" src="{img(p)}">'
-                         f"<figcaption>{html.escape(r.upstream)}</figcaption></figure>")
+            p = plots[(r.label, r.task, r.setting)]
+            parts.append(f'<figure><img alt="{html.escape(r.label)} {task} layer curve" src="{img(p)}">'
+                         f"<figcaption>{html.escape(r.label)}</figcaption></figure>")
         parts.append("</div></section>")
     parts.append(_HTML_TAIL)
     write_text(paths[2], "".join(parts))

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .audio import SAMPLE_RATE
 from .errors import HarnessError
 from .fsutil import atomic_dir, atomic_path, write_text
 
@@ -66,7 +67,7 @@ def load_train_audio(corpus: Path, layouts: Sequence[str], progress: bool = True
     from .corpus.layout import CorpusPaths
     from .data.alignments import read_ctm
     from .data.fsc import read_fsc
-    from .data.librispeech import read_librispeech
+    from .data.librispeech import SPLITS as LIBRI_SPLITS, read_librispeech
     from .data.voxceleb import read_voxceleb1
 
     paths = CorpusPaths(Path(corpus))
@@ -74,9 +75,9 @@ def load_train_audio(corpus: Path, layouts: Sequence[str], progress: bool = True
     phone_ctm: dict = {}
     for layout in layouts:
         if layout == "librispeech":
-            utts = read_librispeech(paths.librispeech, "train-clean-100")
+            utts = read_librispeech(paths.librispeech, LIBRI_SPLITS["train"])
             items += [(u.id, u.path) for u in utts]
-            ctm = paths.librispeech / "alignments" / "train-clean-100.phones.ctm"
+            ctm = paths.ctm(LIBRI_SPLITS["train"], "phones")
             if ctm.exists():
                 phone_ctm = read_ctm(ctm)
         elif layout == "fsc":
@@ -141,7 +142,7 @@ def target_quality(labels: dict[str, np.ndarray], phone_ctm: dict, clusters: int
         if utt not in labels:
             continue
         ids = labels[utt]
-        centres = (np.arange(len(ids)) * LABEL_RATE_HOP + 200) / 16000.0
+        centres = (np.arange(len(ids)) * LABEL_RATE_HOP + 200) / SAMPLE_RATE
         ends = np.array([s.start + s.duration for s in segs])
         idx = np.minimum(np.searchsorted(ends, centres, side="right"), len(segs) - 1)
         pairs += list(zip(ids.tolist(), [segs[i].label for i in idx]))
@@ -256,8 +257,8 @@ def epoch_batches(lengths: Sequence[int], batch_seconds: float, max_crop: float,
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i] * float(jitter[i]), i))
     batches, current, shortest = [], [], 0
     for i in order:
-        crop = min(shortest if current else lengths[i], lengths[i], int(max_crop * 16000))
-        if current and crop * (len(current) + 1) > batch_seconds * 16000:
+        crop = min(shortest if current else lengths[i], lengths[i], int(max_crop * SAMPLE_RATE))
+        if current and crop * (len(current) + 1) > batch_seconds * SAMPLE_RATE:
             batches.append(current)
             current = []
         shortest = min(shortest, lengths[i]) if current else lengths[i]
@@ -297,7 +298,7 @@ def save_checkpoint(model, folder: Path, meta: dict) -> None:
 
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
-        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True,
                                  return_attention_mask=True).save_pretrained(tmp)
         (tmp / "pretrain.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
@@ -469,7 +470,7 @@ def train_iteration(audio: Audio, folder: Path, iteration: int, spec: dict, prev
         g = torch.Generator().manual_seed((seed * 1000 + iteration) * 1_000_003 + step)
         torch.manual_seed((seed * 1000 + iteration) * 1_000_003 + step)  # dropout
         idx = batches[step]
-        crop = min(min(lengths[i] for i in idx), int(recipe["data"]["max_crop_seconds"] * 16000))
+        crop = min(min(lengths[i] for i in idx), int(recipe["data"]["max_crop_seconds"] * SAMPLE_RATE))
         frames = model_frames(crop)
         wavs, targets = [], []
         for i in idx:
@@ -497,7 +498,7 @@ def train_iteration(audio: Audio, folder: Path, iteration: int, spec: dict, prev
         if done % log_every == 0 or done == steps:
             row = {"iteration": iteration, "step": done, "loss": round(window["loss"] / window["n"], 5),
                    "masked_acc": round(window["correct"] / max(window["masked"], 1), 5),
-                   "lr": round(lr_at(step), 8), "batch": len(idx), "crop_s": round(crop / 16000, 3),
+                   "lr": round(lr_at(step), 8), "batch": len(idx), "crop_s": round(crop / SAMPLE_RATE, 3),
                    "seconds": round(time.time() - t0, 1)}
             log.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['masked_acc']:.3f}")

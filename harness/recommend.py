@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .audio import SAMPLE_RATE
 from .errors import HarnessError
 from .report import LayerScore, Ranking
 
@@ -52,11 +53,11 @@ def _cost(model, seconds: float = 10.0, repeats: int = 5) -> Cost:
 
     model = model.eval()
     params = sum(p.numel() for p in model.parameters())
-    one = torch.zeros(1, 16000)
+    one = torch.zeros(1, SAMPLE_RATE)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(one)
     flops = counter.get_total_flops()
-    x = torch.randn(1, int(16000 * seconds)) * 0.1
+    x = torch.randn(1, int(SAMPLE_RATE * seconds)) * 0.1
     times = []
     with torch.no_grad():
         model(x)  # warm-up

@@ -90,3 +90,25 @@ def parse_spec(spec: str) -> tuple[str, str, Card | None]:
     if backend not in _entry_points(UPSTREAM_GROUP):
         raise HarnessError(f"unknown upstream backend {backend!r} in {spec!r}; available: {', '.join(backend_names())}")
     return backend, source, None
+
+
+def resolve_checkpoints(items: list[str]) -> list[str]:
+    """Globs, paths and names -> upstream specs (HF directories -> hf:, other files ->
+    torchaudio:, anything else as given, e.g. a card name)."""
+    import glob
+    from pathlib import Path
+
+    specs: list[str] = []
+    for item in items:
+        matches = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
+        if not matches:
+            raise HarnessError(f"--checkpoints {item!r} matches nothing")
+        for m in matches:
+            p = Path(m)
+            if p.is_dir() and (p / "config.json").exists():
+                specs.append(f"hf:{p}")
+            elif p.is_file():
+                specs.append(f"torchaudio:{p}")
+            else:
+                specs.append(m)
+    return specs

@@ -8,7 +8,6 @@ seeds too. Everything is seeded, so the same records give the same numbers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import HarnessError
+from .records import Outcomes, ResultRecord, UpstreamRef, is_record_file, outcomes_path, read_outcomes, read_record, slug
 
 N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 20240
@@ -25,72 +25,57 @@ BOOTSTRAP_SEED = 20240
 
 @dataclass
 class Record:
+    """A record file read back: the record, its outcomes and where it was."""
+
     path: Path
-    data: dict
-    outcomes: dict
+    record: ResultRecord
+    outcomes: Outcomes
 
     @property
-    def upstream(self) -> str:
-        u = self.data["upstream"]
-        return u["spec"] + (" (random init)" if u.get("random_init") else "")
+    def upstream(self) -> UpstreamRef:
+        return self.record.upstream
 
     @property
     def task(self) -> str:
-        return self.data["task"]
-
-
-def setting_of(data: dict) -> dict:
-    """What a number was measured on: task, corpus, task config, harness version."""
-    return {"task": data["task"], "corpus": data.get("corpus"), "config": data["config"],
-            "harness": data["versions"].get("harness"), "steps": data.get("steps")}
-
-
-def setting_id(data: dict) -> str:
-    return hashlib.sha256(json.dumps(setting_of(data), sort_keys=True, default=str).encode()).hexdigest()[:10]
+        return self.record.task
 
 
 def load_records(results: Path, upstream: str | None = None, task: str | None = None) -> list[Record]:
+    """Every result record under ``results`` (optionally of one upstream spec or label, one task).
+
+    The same measurement stored twice (e.g. a final checkpoint also in a trajectory folder)
+    counts once."""
     results = Path(results)
     if not results.is_dir():
         raise HarnessError(f"results directory {results} does not exist; run `harness run` first or pass --results")
     out = []
     seen: set[tuple] = set()
-    for path in sorted(results.rglob("*.json")):
-        if path.name.endswith(".outcomes.json"):
-            continue
+    for path in sorted(p for p in results.rglob("*.json") if is_record_file(p)):
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError:
+            record = read_record(path)
+        except ValueError:
             raise HarnessError(f"{path} is not valid JSON; delete it or re-run the job that wrote it") from None
-        if not isinstance(data, dict) or data.get("format") != 1 or "task" not in data:
+        if record is None:
             continue
-        outcomes_path = path.with_name(path.name[: -len(".json")] + ".outcomes.json")
-        if not outcomes_path.exists():
-            raise HarnessError(f"{path} has no {outcomes_path.name}; the bootstrap needs per-utterance outcomes")
-        # the same measurement stored twice (e.g. a final checkpoint in a trajectory folder) counts once
-        identity = (json.dumps(data["upstream"], sort_keys=True, default=str), data["task"], data.get("probe"),
-                    data.get("seed"), setting_id(data))
-        if identity in seen:
+        if not outcomes_path(path).exists():
+            raise HarnessError(f"{path} has no {outcomes_path(path).name}; the bootstrap needs per-utterance outcomes")
+        if record.identity in seen:
             continue
-        seen.add(identity)
-        rec = Record(path, data, json.loads(outcomes_path.read_text()))
-        if upstream and upstream not in (rec.data["upstream"]["spec"], rec.upstream):
+        seen.add(record.identity)
+        if upstream and upstream not in (record.upstream.spec, record.upstream.label):
             continue
-        if task and task != rec.task and not (task == "slu" and rec.task == "ic"):
+        if task and task != record.task and not (task == "slu" and record.task == "ic"):
             continue
-        out.append(rec)
+        out.append(Record(path, record, read_outcomes(path)))
     if not out:
         raise HarnessError(f"no result records under {results}" + (f" for {upstream}" if upstream else "")
                            + (f" / {task}" if task else ""))
     return out
 
 
-def _stat(outcomes: dict, idx: np.ndarray) -> np.ndarray:
+def _stat(outcomes: Outcomes, idx: np.ndarray) -> np.ndarray:
     """Metric of bootstrap replicates: ``idx`` is ``[replicates, n]`` utterance indices."""
-    if "correct" in outcomes:
-        num, den = np.asarray(outcomes["correct"], float), np.asarray(outcomes["total"], float)
-    else:
-        num, den = np.asarray(outcomes["errors"], float), np.asarray(outcomes["lengths"], float)
+    num, den = np.asarray(outcomes.numerator, float), np.asarray(outcomes.denominator, float)
     return num[idx].sum(-1) / np.maximum(den[idx].sum(-1), 1e-12)
 
 
@@ -110,7 +95,7 @@ class LayerScore:
 
 @dataclass
 class Ranking:
-    upstream: str
+    upstream: UpstreamRef
     task: str
     metric: str
     higher_is_better: bool
@@ -119,6 +104,10 @@ class Ranking:
     layers: list[LayerScore]  # single layers, in layer order
     weighted: list[LayerScore] = field(default_factory=list)
     test_utterances: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.upstream.label
 
     @property
     def best(self) -> LayerScore:
@@ -134,17 +123,17 @@ def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP) -> list[Rank
     """One :class:`Ranking` per (upstream, setting)."""
     groups: dict[tuple, list[Record]] = defaultdict(list)
     for r in records:
-        groups[(r.upstream, setting_id(r.data))].append(r)
+        groups[(r.upstream.label, r.record.setting_id)].append(r)
     out = []
-    for (upstream, sid), recs in sorted(groups.items()):
-        first = recs[0].data
-        metric, hib = first["metric"]["name"], bool(first["metric"]["higher_is_better"])
+    for (_, sid), recs in sorted(groups.items()):
+        first = recs[0].record
+        metric, hib = first.metric.name, first.metric.higher_is_better
         by_probe: dict[str, list[Record]] = defaultdict(list)
         for r in recs:
-            by_probe[r.data["probe"]].append(r)
-        ids = recs[0].outcomes["ids"]
+            by_probe[r.record.probe].append(r)
+        ids = recs[0].outcomes.ids
         for r in recs:
-            if r.outcomes["ids"] != ids:
+            if r.outcomes.ids != ids:
                 raise HarnessError(f"{r.path} was scored on different test utterances than {recs[0].path}")
         n = len(ids)
         rng = np.random.default_rng(BOOTSTRAP_SEED)
@@ -154,24 +143,23 @@ def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP) -> list[Rank
         replicates: dict[str, np.ndarray] = {}
         scores: dict[str, LayerScore] = {}
         for probe, rs in sorted(by_probe.items()):
-            rs = sorted(rs, key=lambda r: r.data["seed"])
+            rs = sorted(rs, key=lambda r: r.record.seed)
             per_seed = np.stack([_stat(r.outcomes, idx) for r in rs])  # [seeds, B]
             pick = seed_draw[:, : len(rs)] % len(rs)
             reps = np.take_along_axis(per_seed.T, pick, axis=1).mean(1)  # [B]
             replicates[probe] = reps
-            point = float(np.mean([r.data["test"][metric] for r in rs]))
-            layer = rs[0].data["layer"]
-            names = rs[0].data["upstream"].get("layer_names") or []
-            name = names[layer] if isinstance(layer, int) and layer < len(names) else str(layer)
-            weights = rs[0].data.get("layer_weights")
+            point = float(np.mean([r.record.test[metric] for r in rs]))
+            layer = rs[0].record.layer
+            weights = rs[0].record.layer_weights
             if weights and len(rs) > 1:
-                weights = list(np.mean([r.data["layer_weights"] for r in rs], axis=0))
-            scores[probe] = LayerScore(probe, layer, name, point, float(np.percentile(reps, 2.5)),
-                                       float(np.percentile(reps, 97.5)), len(rs), weights)
+                weights = list(np.mean([r.record.layer_weights for r in rs], axis=0))
+            scores[probe] = LayerScore(probe, layer, rs[0].upstream.layer_name(layer), point,
+                                       float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5)), len(rs),
+                                       weights)
         singles = sorted((s for s in scores.values() if isinstance(s.layer, int)), key=lambda s: s.layer)
         weighted = [s for s in scores.values() if not isinstance(s.layer, int)]
-        ranking = Ranking(upstream, first["task"], metric, hib, sid, setting_of(first), singles, weighted,
-                          first.get("test_utterances", n))
+        ranking = Ranking(first.upstream, first.task, metric, hib, sid, first.setting(), singles, weighted,
+                          first.test_utterances or n)
         if singles:
             best = ranking.best
             sign = 1.0 if hib else -1.0
@@ -195,12 +183,12 @@ def rows(r: Ranking) -> list[dict]:
     best = r.best if r.layers else None
     out = []
     for pos, s in enumerate(r.ranked(), 1):
-        out.append({"upstream": r.upstream, "task": r.task, "metric": r.metric, "probe": s.probe, "layer": s.layer,
+        out.append({"upstream": r.label, "task": r.task, "metric": r.metric, "probe": s.probe, "layer": s.layer,
                     "layer_name": s.name, "rank": pos, "score": round(s.score, 6), "ci_low": round(s.ci_low, 6),
                     "ci_high": round(s.ci_high, 6), "seeds": s.seeds, "best": s is best,
                     "not_significantly_worse": s.not_worse, "weights": None})
     for s in r.weighted:
-        out.append({"upstream": r.upstream, "task": r.task, "metric": r.metric, "probe": s.probe, "layer": s.layer,
+        out.append({"upstream": r.label, "task": r.task, "metric": r.metric, "probe": s.probe, "layer": s.layer,
                     "layer_name": "weighted sum", "rank": None, "score": round(s.score, 6),
                     "ci_low": round(s.ci_low, 6), "ci_high": round(s.ci_high, 6), "seeds": s.seeds, "best": False,
                     "not_significantly_worse": None, "weights": [round(w, 4) for w in (s.weights or [])]})
@@ -210,7 +198,7 @@ def rows(r: Ranking) -> list[dict]:
 def format_table(rankings: Sequence[Ranking], style: str = "table") -> str:
     """``table`` (terminal), ``markdown``, ``csv`` or ``json``."""
     if style == "json":
-        return json.dumps([{"upstream": r.upstream, "task": r.task, "metric": r.metric,
+        return json.dumps([{"upstream": r.label, "task": r.task, "metric": r.metric,
                             "higher_is_better": r.higher_is_better, "setting": r.setting,
                             "setting_info": r.setting_info, "best_layer": r.best.layer if r.layers else None,
                             "layers_not_significantly_worse": [s.layer for s in r.layers if s.not_worse],
@@ -233,7 +221,7 @@ def format_table(rankings: Sequence[Ranking], style: str = "table") -> str:
     blocks = []
     for r in rankings:
         arrow = "higher is better" if r.higher_is_better else "lower is better"
-        title = (f"{r.upstream} · {r.task} · test {r.metric} ({arrow}) · {r.test_utterances} utterances · "
+        title = (f"{r.label} · {r.task} · test {r.metric} ({arrow}) · {r.test_utterances} utterances · "
                  f"setting {r.setting}")
         header = ["rank", "layer", "name", r.metric, "95% CI", "", "seeds"]
         body = []
@@ -288,7 +276,7 @@ def plot(r: Ranking, path: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
     ax.set_ylabel(f"test {r.metric} ({'higher' if r.higher_is_better else 'lower'} is better)")
-    ax.set_title(f"{r.upstream} · {r.task}", fontsize=9)
+    ax.set_title(f"{r.label} · {r.task}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     if has_weights:
@@ -311,7 +299,4 @@ def plot(r: Ranking, path: Path) -> Path:
 
 
 def plot_name(r: Ranking) -> str:
-    import re
-
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", r.upstream).strip("_")
-    return f"{r.task}__{slug}__{r.setting}.png"
+    return f"{r.task}__{slug(r.label)}__{r.setting}.png"

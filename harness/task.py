@@ -1,33 +1,47 @@
 """What a task plugin provides, and the examples it hands the engine.
 
-A task (one module in ``tasks/``, registered in the ``harness.tasks`` entry-point
-group) reads its splits with the dataset readers, encodes targets, builds its head
-for an input dimension, and turns head outputs into a loss, predictions and a metric.
-Its SUPERB-style defaults live in ``tasks/<name>.yaml``; ``--set key=value``
-overrides them.
+A task (one module in ``tasks/`` or in another package, registered in the ``harness.tasks``
+entry-point group) reads its splits with the dataset readers, encodes targets, builds its
+head for an input dimension, and turns head outputs into a loss, predictions and a metric
+with per-utterance :class:`~harness.records.Outcomes`. Its defaults live in ``NAME.yaml``
+beside the plugin's module; ``--set key=value`` overrides them, checked against
+:attr:`Task.config_schema`.
 """
 
 from __future__ import annotations
 
 import abc
+import inspect
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import torch
 
+from .config import Field
 from .errors import HarnessError
 from .heads import Head
+from .records import MetricSpec, Outcomes  # noqa: F401  (plugins import them from here)
 
 SPLITS = ("train", "dev", "test")
+#: what every task config holds, with types and bounds
+BASE_SCHEMA: dict[str, Field] = {
+    "lr": Field(float, above=0),
+    "batch_size": Field(int, minimum=1),
+    "max_steps": Field(int, minimum=1),
+    "val_interval": Field(int, minimum=1),
+    "layer_norm": Field(bool),
+    "grad_clip": Field(float, above=0, nullable=True),
+    "splits": Field(dict),
+    "head": Field(dict),
+}
 
 
 @dataclass
 class Example:
     """One utterance: where its audio is and what the head must predict.
 
-    ``target``: utterance tasks -> tuple of class ids; frame tasks -> int array of
+    ``target``: utterance tasks -> tuple of class labels; frame tasks -> int array of
     10 ms labels; CTC tasks -> list of token ids. ``reference`` is the text (or phone
     string) used for error rates.
     """
@@ -38,31 +52,35 @@ class Example:
     reference: str | None = None
 
 
-@dataclass(frozen=True)
-class MetricSpec:
-    name: str
-    higher_is_better: bool
-
-
 class Task(abc.ABC):
-    """Base class of task plugins."""
+    """Base class of task plugins.
 
-    name: str
+    A plugin sets the class attributes, implements :meth:`examples`, :meth:`build_head`,
+    :meth:`loss`, :meth:`predict` and :meth:`score`, and ships ``NAME.yaml`` (its defaults)
+    next to its module. See ``examples/plugins`` for a complete ~30-line task.
+    """
+
+    name: ClassVar[str]
     #: "utterance" (pooled classification), "frame" (per-frame labels) or "ctc"
-    level: str
+    level: ClassVar[str]
     #: which corpus layout the task reads; tasks with the same ``dataset`` share cached features
-    dataset: str
+    dataset: ClassVar[str]
     metric: MetricSpec
+    #: types and bounds of config keys (dotted for nested keys); others follow their default's type
+    config_schema: ClassVar[Mapping[str, Field]] = BASE_SCHEMA
 
     def __init__(self, config: dict) -> None:
         self.config = config
 
     @classmethod
     def default_config(cls) -> dict:
+        """The defaults in ``NAME.yaml`` beside the module that defines the task class."""
         import yaml
 
-        text = resources.files("harness.tasks").joinpath(f"{cls.name}.yaml").read_text()
-        return yaml.safe_load(text) or {}
+        path = Path(inspect.getfile(cls)).with_name(f"{cls.name}.yaml")
+        if not path.exists():
+            raise HarnessError(f"task {cls.name}: its defaults file {path} is missing")
+        return yaml.safe_load(path.read_text()) or {}
 
     # --- data ------------------------------------------------------------------
     @abc.abstractmethod
@@ -87,12 +105,11 @@ class Task(abc.ABC):
         """One prediction per utterance of the batch (in batch order); ``batch`` as in ``loss``."""
 
     @abc.abstractmethod
-    def score(self, predictions: dict[str, Any], examples: list[Example]) -> tuple[dict[str, float], dict[str, Any]]:
+    def score(self, predictions: dict[str, Any], examples: list[Example]) -> tuple[dict[str, float], Outcomes]:
         """(metrics, per-utterance outcomes) for a whole split.
 
-        Metrics include ``self.metric.name``. Outcomes hold what a bootstrap over
-        utterances needs: ``{"ids": [...], "correct": [...]}`` for accuracies, or
-        ``{"ids": [...], "errors": [...], "lengths": [...]}`` for error rates.
+        Metrics include ``self.metric.name``; the outcomes' ``value`` equals that metric
+        (the report bootstraps them).
         """
 
     # --- helpers ---------------------------------------------------------------
@@ -103,31 +120,12 @@ class Task(abc.ABC):
         return {"targets": [e.target for e in examples]}
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """``["lr=0.01", "head.hidden=256"]`` -> nested dict with YAML-typed values."""
-    import yaml
+def task_config(task_cls: type[Task], overrides: dict | None = None, max_steps: int | None = None) -> dict:
+    """The task's defaults with ``overrides`` merged and every value checked."""
+    from .config import merge_config, validate
 
-    out: dict = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise HarnessError(f"--set expects key=value, got {pair!r}")
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
-    return out
-
-
-def merge_config(base: dict, override: dict, path: str = "") -> dict:
-    """Deep-merge ``override`` into ``base``; unknown keys are an error (typos hurt)."""
-    out = dict(base)
-    for key, value in override.items():
-        if key not in base:
-            raise HarnessError(f"unknown config key {path + key!r}; known: {', '.join(sorted(base))}")
-        if isinstance(value, dict) and isinstance(base[key], dict):
-            out[key] = merge_config(base[key], value, path + key + ".")
-        else:
-            out[key] = value
-    return out
+    defaults = task_cls.default_config()
+    config = merge_config(defaults, overrides or {})
+    if max_steps is not None:
+        config["max_steps"] = max_steps
+    return validate(config, defaults, task_cls.config_schema)

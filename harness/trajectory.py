@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .fsutil import write_text
+from .records import read_record
 
 
 def probe_trajectory(records: dict[str, list[Path]], out_csv: Path) -> tuple[Path, Path]:
@@ -20,10 +20,10 @@ def probe_trajectory(records: dict[str, list[Path]], out_csv: Path) -> tuple[Pat
     rows = []
     for ck, paths in records.items():
         for p in paths:
-            r = json.loads(Path(p).read_text())
-            name = r["metric"]["name"]
-            rows.append({"checkpoint": ck, "task": r["task"], "layer": r["layer"], "metric": name,
-                         "score": float(r["test"][name]), "dev_score": float(r["dev"][name])})
+            r = read_record(Path(p))
+            name = r.metric.name
+            rows.append({"checkpoint": ck, "task": r.task, "layer": r.layer, "metric": name,
+                         "score": r.score, "dev_score": float(r.dev[name])})
     write_text(out_csv, to_csv(rows))
     checkpoints = list(records)
     layers = sorted({r["layer"] for r in rows if isinstance(r["layer"], int)})

@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-SAMPLE_RATE = 16_000
+from .audio import SAMPLE_RATE  # noqa: F401  (every upstream takes audio at this rate)
 
 
 @dataclass
@@ -71,21 +71,73 @@ class UpstreamInfo:
     source: str
     layer_names: list[str]
     dims: list[int]
-    hop: int | None
+    hop: int | None  # samples per frame of the frame-level layers
     weights_sha256: str | None  # of the weight files used; None for parameter-free features
     random_init: bool = False
     #: sample index of the centre of frame 0 (frame j is centred at j * hop + frame_offset)
     frame_offset: int = 0
     notes: dict = field(default_factory=dict)
+    #: per layer: its hop, or None for an utterance-level layer (one vector per utterance, e.g. a
+    #: speaker embedding); None here means every layer is frame-level at ``hop``
+    layer_hops: list[int | None] | None = None
+
+    def hop_of(self, layer: int) -> int | None:
+        return self.hop if self.layer_hops is None else self.layer_hops[layer]
+
+    def is_frame_level(self, layer: int) -> bool:
+        return self.hop_of(layer) is not None
+
+    @property
+    def frame_layers(self) -> list[int]:
+        return [i for i in range(len(self.layer_names)) if self.is_frame_level(i)]
 
 
 class Upstream(nn.Module, abc.ABC):
-    """Base class of every backend. Subclasses set :attr:`info` and implement :meth:`layers`."""
+    """Base class of every backend (one module in ``upstreams/``, registered in the
+    ``harness.upstreams`` entry-point group under its backend name).
+
+    A backend implements :meth:`load` (build from a source string, offline or from its own
+    cache) and :meth:`layers`; it may override :meth:`fetch` (download for later offline
+    use) and set :attr:`padding_sensitive`. :meth:`load` sets :attr:`info`.
+
+    Example (a two-layer toy backend)::
+
+        class Energy(Upstream):
+            @classmethod
+            def load(cls, source, random_init=False, seed=0):
+                up = cls()
+                up.info = UpstreamInfo(spec=f"energy:{source}", backend="energy", source=source,
+                                       layer_names=["log_energy", "delta"], dims=[1, 1], hop=160,
+                                       weights_sha256=None)
+                return up
+
+            def layers(self, wavs, lengths):
+                frames = wavs[:, : wavs.shape[1] // 160 * 160].reshape(len(wavs), -1, 160)
+                e = frames.pow(2).mean(-1, keepdim=True).add(1e-8).log()
+                n = lengths // 160
+                return Layers([e, e.diff(dim=1, prepend=e[:, :1])], [n, n], [160, 160], self.info.layer_names)
+    """
 
     info: UpstreamInfo
     #: True when padding changes the valid frames (e.g. group-norm CNN front ends); the
     #: batcher then only groups utterances of equal length.
     padding_sensitive: bool = False
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, source: str, random_init: bool = False, seed: int = 0) -> "Upstream":
+        """Build the upstream named by ``source`` (the part after ``BACKEND:``).
+
+        ``random_init``: the same architecture with weights drawn from ``seed``. Must not
+        touch the network when the weights are cached; raise a one-line HarnessError
+        naming what to fetch when they are not.
+        """
+
+    @classmethod
+    def fetch(cls, source: str) -> str | None:
+        """Download ``source``'s weights into the backend's cache (needs network); return a
+        line saying where they went, or None when the backend has nothing to download."""
+        return None
 
     @abc.abstractmethod
     def layers(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Layers:
@@ -156,3 +208,25 @@ def load_upstream(spec: str, random_init: bool = False, seed: int = 0) -> Upstre
         raise HarnessError(f"{spec} loaded with {upstream.num_layers} layers but its card says {card.layers}; "
                            "the checkpoint is not the model the card describes")
     return upstream
+
+
+class UpstreamPool:
+    """Loaded upstreams kept for reuse, so a benchmark loads each model once.
+
+    >>> pool = UpstreamPool()
+    >>> pool.get("fbank") is pool.get("fbank")
+    True
+    """
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, bool, int], Upstream] = {}
+
+    def get(self, spec: str, random_init: bool = False, seed: int = 0) -> Upstream:
+        key = (spec, random_init, seed if random_init else 0)
+        if key not in self._loaded:
+            self._loaded[key] = load_upstream(spec, random_init=random_init, seed=seed)
+        return self._loaded[key]
+
+    def release(self, spec: str, random_init: bool = False, seed: int = 0) -> None:
+        """Forget a model (free its memory) once no later run needs it."""
+        self._loaded.pop((spec, random_init, seed if random_init else 0), None)

@@ -1,4 +1,5 @@
-"""Shared pieces of the task plugins (data-root handling, split names, label maps)."""
+"""Shared pieces of the task plugins: split names, 10 ms label mapping, label maps, and the
+two task families that several tasks share (CTC and utterance classification)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.config import Field
 from harness.errors import HarnessError
-from harness.task import MetricSpec, Task
+from harness.heads import UtteranceHead
+from harness.metrics import accuracy
+from harness.task import BASE_SCHEMA, Example, MetricSpec, Outcomes, Task
 
-LIBRI_SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
-FSC_SPLITS = {"train": "train", "dev": "valid", "test": "test"}
-VOX_SPLITS = {"train": "train", "dev": "dev", "test": "test"}
 LABEL_SHIFT = 160  # 10 ms label frames
 
 
@@ -74,3 +75,40 @@ class CtcTask(Task):
     def loss(self, output, batch):
         return F.ctc_loss(output.transpose(0, 1), batch["targets"], batch["lengths"],
                           batch["target_lengths"], blank=0, zero_infinity=True)
+
+
+class UtteranceClassificationTask(Task):
+    """One or more classification slots per utterance (SUPERB IC, SID, KS, ER).
+
+    ``Example.target`` is a tuple of labels, one per slot. Head: Linear(D, proj) -> mean
+    pool -> one linear classifier per slot; the loss sums the slots' cross-entropies; an
+    utterance is correct only when every slot is right (IC's rule; one slot for SID).
+    """
+
+    level = "utterance"
+    metric = MetricSpec("accuracy", higher_is_better=True)
+    config_schema = {**BASE_SCHEMA, "head.proj": Field(int, minimum=1)}
+
+    def prepare(self, train: list[Example]) -> None:
+        slots = len(train[0].target)
+        self.label_maps = [LabelMap(e.target[k] for e in train) for k in range(slots)]
+
+    def build_head(self, dim: int):
+        return UtteranceHead(dim, [len(m) for m in self.label_maps], proj=self.config["head"]["proj"])
+
+    def batch_targets(self, examples, frames, hop, offset=0):
+        ids = [[m.encode(label) for m, label in zip(self.label_maps, e.target)] for e in examples]
+        return {"targets": torch.tensor(ids, dtype=torch.long)}
+
+    def loss(self, output, batch):
+        y = batch["targets"]
+        return sum(F.cross_entropy(logits, y[:, k], ignore_index=-1) for k, logits in enumerate(output))
+
+    def predict(self, output, batch):
+        preds = torch.stack([o.argmax(-1) for o in output], dim=1).cpu()
+        return [tuple(m.labels[int(p[k])] for k, m in enumerate(self.label_maps)) for p in preds]
+
+    def score(self, predictions, examples):
+        ids = [e.id for e in examples]
+        correct = [int(tuple(predictions[e.id]) == tuple(e.target)) for e in examples]
+        return {"accuracy": accuracy(correct)}, Outcomes.accuracy(ids, correct)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.config import Field
 from harness.data import read_librispeech
+from harness.data.librispeech import SPLITS as LIBRI_SPLITS
 from harness.errors import HarnessError
 from harness.heads import BiLstmCtc, ctc_greedy
 from harness.metrics import error_counts, error_rate
-from harness.task import Example, MetricSpec
+from harness.task import BASE_SCHEMA, Example, MetricSpec, Outcomes
 
-from ._common import LIBRI_SPLITS, CtcTask, require_examples, split_name
+from ._common import CtcTask, require_examples, split_name
 
 CHARS = ["|"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)] + ["'"]
 
@@ -24,10 +26,14 @@ CHARS = ["|"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)] + ["'"]
 class SpeechRecognition(CtcTask):
     name = "asr"
     metric = MetricSpec("wer", higher_is_better=False)
+    config_schema = {**BASE_SCHEMA, "metric": Field(str, choices=("wer", "cer")),
+                     "head.proj": Field(int, minimum=1), "head.hidden": Field(int, minimum=1),
+                     "head.layers": Field(int, minimum=1), "head.dropout": Field(float, minimum=0, maximum=1),
+                     "head.downsample": Field(int, minimum=1)}
 
     def __init__(self, config: dict) -> None:
         super().__init__(config, CHARS)
-        if config["metric"] not in ("wer", "cer"):
+        if config["metric"] not in ("wer", "cer"):  # also in config_schema; direct construction lands here
             raise HarnessError(f"asr: metric must be wer or cer, got {config['metric']!r}")
         self.metric = MetricSpec(config["metric"], higher_is_better=False)
 
@@ -57,5 +63,5 @@ class SpeechRecognition(CtcTask):
         metrics = {name: error_rate(errors, lengths) for name, (errors, lengths) in counts.items()}
         errors, lengths = counts[self.metric.name]  # what the report bootstraps
         (werr, wlen), (cerr, clen) = counts["wer"], counts["cer"]
-        return metrics, {"ids": ids, "errors": errors, "lengths": lengths, "word_errors": werr, "word_lengths": wlen,
-                         "char_errors": cerr, "char_lengths": clen}
+        return metrics, Outcomes.error_rate(ids, errors, lengths, word_errors=werr, word_lengths=wlen,
+                                           char_errors=cerr, char_lengths=clen)

@@ -15,12 +15,14 @@ import torch
 import torch.nn.functional as F
 
 from harness.data import read_librispeech, read_phone_labels
+from harness.data.librispeech import SPLITS as LIBRI_SPLITS
 from harness.errors import HarnessError
 from harness.heads import FrameLinear
 from harness.metrics import accuracy
-from harness.task import Example, MetricSpec, Task
+from harness.config import Field
+from harness.task import BASE_SCHEMA, Example, MetricSpec, Outcomes, Task
 
-from ._common import LIBRI_SPLITS, frame_targets, require_examples, split_name
+from ._common import frame_targets, require_examples, split_name
 
 
 def _label_folder(data_root: Path, config: dict) -> Path:
@@ -33,6 +35,7 @@ class PhoneClassification(Task):
     level = "frame"
     dataset = "librispeech"
     metric = MetricSpec("accuracy", higher_is_better=True)
+    config_schema = {**BASE_SCHEMA, "phone_labels": Field(str)}
 
     def examples(self, data_root: Path, split: str) -> list[Example]:
         labels, inventory = read_phone_labels(_label_folder(data_root, self.config))
@@ -63,4 +66,4 @@ class PhoneClassification(Task):
         ids = [e.id for e in examples]
         correct = [predictions[i][0] for i in ids]
         total = [predictions[i][1] for i in ids]
-        return {"accuracy": accuracy(correct, total)}, {"ids": ids, "correct": correct, "total": total}
+        return {"accuracy": accuracy(correct, total)}, Outcomes.accuracy(ids, correct, total)

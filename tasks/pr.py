@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.data import read_librispeech
+from harness.data.librispeech import SPLITS as LIBRI_SPLITS
 from harness.heads import CtcLinear, ctc_greedy
 from harness.metrics import error_counts, error_rate
-from harness.task import Example, MetricSpec
+from harness.task import Example, MetricSpec, Outcomes
 
-from ._common import LIBRI_SPLITS, CtcTask, require_examples, split_name
+from ._common import CtcTask, require_examples, split_name
 
 ARPABET = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y "
            "Z ZH").split()
@@ -56,4 +57,4 @@ class PhoneRecognition(CtcTask):
     def score(self, predictions, examples):
         ids = [e.id for e in examples]
         errors, lengths = error_counts([e.reference for e in examples], [predictions[i] for i in ids])
-        return {"per": error_rate(errors, lengths)}, {"ids": ids, "errors": errors, "lengths": lengths}
+        return {"per": error_rate(errors, lengths)}, Outcomes.error_rate(ids, errors, lengths)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from harness.audio import SAMPLE_RATE
 from harness.errors import HarnessError
 from harness.upstream import Layers, Upstream, UpstreamInfo
 
@@ -41,10 +42,10 @@ class ClassicUpstream(Upstream):
         x = wav[None] * 32768.0  # Kaldi works on 16-bit sample values
         if self.kind == "fbank":
             return kaldi.fbank(x, num_mel_bins=80, frame_length=25.0, frame_shift=10.0, dither=0.0,
-                               sample_frequency=16000.0)
+                               sample_frequency=float(SAMPLE_RATE))
         from torchaudio.functional import compute_deltas
 
-        ceps = kaldi.mfcc(x, num_ceps=13, frame_length=25.0, frame_shift=10.0, dither=0.0, sample_frequency=16000.0)
+        ceps = kaldi.mfcc(x, num_ceps=13, frame_length=25.0, frame_shift=10.0, dither=0.0, sample_frequency=float(SAMPLE_RATE))
         d1 = compute_deltas(ceps.T[None])[0].T
         d2 = compute_deltas(d1.T[None])[0].T
         return torch.cat([ceps, d1, d2], dim=1)

@@ -128,6 +128,11 @@ class HFUpstream(Upstream):
         )
         return cls(model, normalize, info)
 
+    @classmethod
+    def fetch(cls, source: str) -> str:
+        """Download into the HuggingFace cache for later offline use."""
+        return f"HuggingFace model {source} cached in {_resolve(source)}"
+
     @torch.no_grad()
     def layers(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Layers:
         wavs = wavs.float()
@@ -150,8 +155,3 @@ def _wants_normalisation(folder: Path, config) -> bool:
 
         return bool(json.loads(pre.read_text()).get("do_normalize", False))
     return getattr(config, "feat_extract_norm", "group") == "layer"
-
-
-def fetch(source: str) -> str:
-    """Download into the HuggingFace cache for later offline use; return the folder."""
-    return str(_resolve(source))

@@ -109,6 +109,11 @@ class S3prlUpstream(Upstream):
         )
         return cls(upstream, info)
 
+    @classmethod
+    def fetch(cls, source: str) -> str:
+        up = cls.load(source)
+        return f"s3prl upstream {source} cached ({up.num_layers} layers)"
+
     @torch.no_grad()
     def layers(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Layers:
         hidden, lens = self.upstream(wavs.float(), lengths)
@@ -118,8 +123,3 @@ class S3prlUpstream(Upstream):
             longest = int(true.max())
             hidden = [h[:, :longest] for h in hidden]
         return Layers(list(hidden), list(lens), list(self.upstream.downsample_rates), list(self.info.layer_names))
-
-
-def fetch(source: str) -> str:
-    up = S3prlUpstream.load(source)
-    return f"s3prl upstream {source} cached ({up.num_layers} layers)"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from harness.audio import SAMPLE_RATE
 from harness.errors import HarnessError
 from harness.fsutil import default_home, sha256_file
 from harness.offline import require_network
@@ -109,18 +110,25 @@ class SpeechBrainUpstream(Upstream):
         kind = type(model).__name__
         if kind == "ECAPA_TDNN":
             names = [f"block_{i}" for i in range(len(model.blocks))] + ["mfa", "embedding"]
+            hops = [HOP] * (len(names) - 1) + [None]
         elif kind == "Xvector":
             n_tdnn = sum(1 for m in model.blocks if type(m).__name__ == "BatchNorm1d")
             names = [f"tdnn_{i}" for i in range(1, n_tdnn + 1)] + ["pooling", "embedding"]
+            hops = [HOP] * n_tdnn + [None, None]
         else:
             raise HarnessError(f"unsupported SpeechBrain embedding model {kind}; ECAPA_TDNN and Xvector are supported")
         info = UpstreamInfo(spec=f"speechbrain:{source}", backend="speechbrain", source=source, layer_names=names,
-                            dims=[], hop=None, weights_sha256=digest, random_init=random_init,
-                            notes={"model": kind, "feature_hop": HOP})
+                            dims=[], hop=HOP, weights_sha256=digest, random_init=random_init,
+                            notes={"model": kind, "feature_hop": HOP}, layer_hops=hops)
         up = cls(features, norm, model, info)
-        probe = up.layers(torch.zeros(1, 16000), torch.tensor([16000]))
+        probe = up.layers(torch.zeros(1, SAMPLE_RATE), torch.tensor([SAMPLE_RATE]))
         up.info.dims = [h.shape[-1] for h in probe.hidden]
         return up
+
+    @classmethod
+    def fetch(cls, source: str) -> str:
+        _load_pretrained(source)
+        return f"SpeechBrain model {source} cached"
 
     @torch.no_grad()
     def layers(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Layers:
@@ -143,12 +151,6 @@ class SpeechBrainUpstream(Upstream):
                 h.remove()
         hidden = [c.transpose(1, 2) if channels_first else c for c in captured] + [emb]
         one = torch.ones_like(lengths)
-        lens = [one if h.shape[1] == 1 and name in ("pooling", "embedding") else frames
-                for h, name in zip(hidden, self.info.layer_names)]
-        hops = [None if name in ("pooling", "embedding") else HOP for name in self.info.layer_names]
+        hops = list(self.info.layer_hops)
+        lens = [frames if hop is not None else one for hop in hops]
         return Layers(hidden, lens, hops, list(self.info.layer_names))
-
-
-def fetch(source: str) -> str:
-    _load_pretrained(source)
-    return f"SpeechBrain model {source} cached"

@@ -148,6 +148,11 @@ class TorchaudioUpstream(Upstream):
         )
         return cls(model, bool(normalize), info)
 
+    @classmethod
+    def fetch(cls, source: str) -> str:
+        _, digest, _ = _from_bundle(source)
+        return f"torchaudio bundle {source} cached (sha256 {digest})"
+
     @torch.no_grad()
     def layers(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Layers:
         wavs = wavs.float()
@@ -168,8 +173,3 @@ class TorchaudioUpstream(Upstream):
                 h.remove()
         hidden = captured + [out]
         return Layers(hidden, [frames] * len(hidden), [self.info.hop] * len(hidden), list(self.info.layer_names))
-
-
-def fetch(source: str) -> str:
-    model, digest, _ = _from_bundle(source)
-    return f"torchaudio bundle {source} cached (sha256 {digest})"

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from ..audio import SAMPLE_RATE
 from .espeak import NATIVE_RATE, Synthesis
 
 SILENCE = "sil"
@@ -57,7 +58,7 @@ def normalize_phone(name: str) -> str:
     return PHONE_FOLDING.get(base, base)
 
 
-def resample_index(sample: int, out_len: int, src_rate: int = NATIVE_RATE, dst_rate: int = 16_000) -> int:
+def resample_index(sample: int, out_len: int, src_rate: int = NATIVE_RATE, dst_rate: int = SAMPLE_RATE) -> int:
     return min(out_len, int(round(sample * dst_rate / src_rate)))
 
 

@@ -26,17 +26,21 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..audio import SAMPLE_RATE
 from ..errors import HarnessError
 from ..fsutil import atomic_path, write_json, write_text
 from . import align as alignment
 from .layout import (
-    FSC_DIR, LIBRI_DIR, LIBRI_SPLITS, MANIFEST_NAME, METADATA_NAME, PHONE_DIR, VOX_DIR, CorpusPaths,
+    ALIGNMENT_DIR, FSC_DIR, LIBRI_DIR, LIBRI_SPLITS, MANIFEST_NAME, METADATA_NAME, PHONE_DIR, PHONE_INVENTORY,
+    PHONE_TABLE, VOX_DIR, CorpusPaths,
 )
 from .manifest import write_manifest
+from ..data.fsc import FSC_SPLITS
+from ..data.librispeech import SPLITS as LIBRI_SPLIT_OF
 from .speakers import SpeakerRecipe, make_speakers
 from .text import INTENTS, SentenceSampler, command_phrasings, lexicon
 
-OUT_RATE = 16_000
+OUT_RATE = SAMPLE_RATE
 FRAME_SHIFT = 160  # 10 ms phone-label frames
 N_CANDIDATES = 6  # alternative texts per utterance, tried in order if alignment fails
 
@@ -259,6 +263,7 @@ def frame_labels(phones: list, n_samples: int) -> list[str]:
 
 def _assemble(root: Path, profile: Profile, seed: int, speakers: list[SpeakerRecipe], jobs: list[dict],
               records: dict[str, dict], espeak_version: str) -> dict:
+    paths = CorpusPaths(root)
     by_corpus: dict[str, list[dict]] = defaultdict(list)
     for job in jobs:
         by_corpus[job["corpus"]].append(job)
@@ -277,41 +282,41 @@ def _assemble(root: Path, profile: Profile, seed: int, speakers: list[SpeakerRec
     for path, lines in trans.items():
         write_text(root / path, "\n".join(sorted(lines)) + "\n")
     for split in LIBRI_SPLITS:
-        write_text(root / LIBRI_DIR / "alignments" / f"{split}.words.ctm", "\n".join(ctm_words[split]) + "\n")
-        write_text(root / LIBRI_DIR / "alignments" / f"{split}.phones.ctm", "\n".join(ctm_phones[split]) + "\n")
+        write_text(paths.ctm(split, "words"), "\n".join(ctm_words[split]) + "\n")
+        write_text(paths.ctm(split, "phones"), "\n".join(ctm_phones[split]) + "\n")
 
     # s3prl phone_linear labels: one line per utterance, phone indices at 10 ms
     inventory = sorted({p[0] for r in records.values() for p in r["phones"]} - {alignment.SILENCE})
     inventory = [alignment.SILENCE] + inventory
     index = {p: i for i, p in enumerate(inventory)}
-    write_text(root / PHONE_DIR / "phones.txt", "".join(f"{p} {i}\n" for p, i in index.items()))
+    write_text(paths.phone_labels / PHONE_INVENTORY, "".join(f"{p} {i}\n" for p, i in index.items()))
     lines, split_lists = [], defaultdict(list)
     for job in by_corpus["librispeech"]:
         rec = records[job["utt"]]
         labels = frame_labels(rec["phones"], rec["samples"])
         lines.append(job["utt"] + " " + " ".join(str(index[x]) for x in labels))
         split_lists[job["split"]].append(job["utt"])
-    write_text(root / PHONE_DIR / "converted_aligned_phones.txt", "\n".join(sorted(lines)) + "\n")
-    for split, name in zip(LIBRI_SPLITS, ("train_split.txt", "dev_split.txt", "test_split.txt")):
-        write_text(root / PHONE_DIR / name, "\n".join(sorted(split_lists[split])) + "\n")
+    write_text(paths.phone_labels / PHONE_TABLE, "\n".join(sorted(lines)) + "\n")
+    for harness_split, split in LIBRI_SPLIT_OF.items():  # s3prl's train/dev/test_split.txt
+        write_text(paths.phone_labels / f"{harness_split}_split.txt", "\n".join(sorted(split_lists[split])) + "\n")
 
     # Fluent Speech Commands CSVs (leading unnamed index column, as in the real release)
-    for split in ("train", "valid", "test"):
+    for split in FSC_SPLITS:
         rows = [",path,speakerId,transcription,action,object,location"]
         items = sorted((j for j in by_corpus["fsc"] if j["split"] == split), key=lambda j: j["utt"])
         for i, job in enumerate(items):
             rel = job["path"][len(FSC_DIR) + 1:]
             action, obj, loc = job["intent"]
             rows.append(f"{i},{rel},{job['speaker_id']},{records[job['utt']]['text']},{action},{obj},{loc}")
-        write_text(root / FSC_DIR / "data" / f"{split}_data.csv", "\n".join(rows) + "\n")
+        write_text(paths.fsc / "data" / f"{split}_data.csv", "\n".join(rows) + "\n")
     fsc_ctm = []
     for job in sorted(by_corpus["fsc"], key=lambda j: j["utt"]):
         fsc_ctm += _ctm_lines(job["utt"], records[job["utt"]]["words"], False)
-    write_text(root / FSC_DIR / "alignments" / "words.ctm", "\n".join(fsc_ctm) + "\n")
+    write_text(paths.fsc / ALIGNMENT_DIR / "words.ctm", "\n".join(fsc_ctm) + "\n")
 
     # VoxCeleb1 identification split
     iden = sorted(f"{j['split']} {j['utt']}" for j in by_corpus["voxceleb1"])
-    write_text(root / VOX_DIR / "iden_split.txt", "\n".join(iden) + "\n")
+    write_text(paths.voxceleb1 / "iden_split.txt", "\n".join(iden) + "\n")
 
     stats = corpus_statistics(jobs, records)
     meta = {
@@ -326,7 +331,7 @@ def _assemble(root: Path, profile: Profile, seed: int, speakers: list[SpeakerRec
         "statistics": stats,
         "layouts": {"librispeech": LIBRI_DIR, "fsc": FSC_DIR, "voxceleb1": VOX_DIR, "phone_labels": PHONE_DIR},
     }
-    write_json(root / METADATA_NAME, meta)
+    write_json(paths.metadata, meta)
     return meta
 
 

@@ -5,13 +5,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.alignments import PHONE_INVENTORY, PHONE_TABLE  # noqa: F401  (inside PHONE_DIR)
+from ..data.librispeech import SPLITS as _LIBRI_SPLIT_OF
+
 LIBRI_DIR = "LibriSpeech"
-LIBRI_SPLITS = ("train-clean-100", "dev-clean", "test-clean")
+LIBRI_SPLITS = tuple(_LIBRI_SPLIT_OF.values())  # train, dev, test folders
 PHONE_DIR = "libri_phone"  # s3prl phone_linear's label folder
 FSC_DIR = "fluent_speech_commands_dataset"
 VOX_DIR = "VoxCeleb1"
 METADATA_NAME = "corpus.json"
 MANIFEST_NAME = "manifest.sha256"
+ALIGNMENT_DIR = "alignments"  # inside LIBRI_DIR: SPLIT.{words,phones}.ctm
+
+
+def embedded_corpus_dir(profile: str = "default", seed: int = 0) -> Path:
+    """Where the embedded corpus for (profile, seed) lives unless --out/--data-root says otherwise."""
+    from ..fsutil import default_home
+
+    return default_home() / "corpus" / f"{profile}-seed{seed}"
+
+
+def require_embedded_corpus(profile: str = "default", seed: int = 0) -> Path:
+    """The built embedded corpus, or a one-line error saying how to build it."""
+    from ..errors import HarnessError
+
+    root = embedded_corpus_dir(profile, seed)
+    if not (root / METADATA_NAME).exists():
+        raise HarnessError(f"the embedded corpus is not built at {root}: run `harness corpus build` "
+                           "(or pass --data-root)")
+    return root
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,14 @@ class CorpusPaths:
     @property
     def voxceleb1(self) -> Path:
         return self.root / VOX_DIR
+
+    @property
+    def alignments(self) -> Path:
+        return self.root / LIBRI_DIR / ALIGNMENT_DIR
+
+    def ctm(self, libri_split: str, kind: str) -> Path:
+        """``kind``: ``words`` or ``phones``."""
+        return self.alignments / f"{libri_split}.{kind}.ctm"
 
     @property
     def metadata(self) -> Path:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 from ..errors import HarnessError
 
+PHONE_TABLE = "converted_aligned_phones.txt"  # s3prl phone_linear: one line per utterance
+PHONE_INVENTORY = "phones.txt"  # ours: label -> index
+
 
 @dataclass(frozen=True)
 class CtmSegment:
@@ -42,7 +45,7 @@ def read_phone_labels(folder: str | Path) -> tuple[dict[str, list[int]], list[st
     ``phones.txt`` (ours) maps labels to indices; without it labels are plain ints.
     """
     folder = Path(folder)
-    table = folder / "converted_aligned_phones.txt"
+    table = folder / PHONE_TABLE
     if not table.exists():
         raise HarnessError(f"missing {table}; expected s3prl phone_linear labels in {folder}")
     labels: dict[str, list[int]] = {}
@@ -54,7 +57,7 @@ def read_phone_labels(folder: str | Path) -> tuple[dict[str, list[int]], list[st
             labels[utt] = [int(i) for i in idx]
         except ValueError:
             raise HarnessError(f"{table}:{n} has a non-integer phone index") from None
-    inventory_file = folder / "phones.txt"
+    inventory_file = folder / PHONE_INVENTORY
     if inventory_file.exists():
         pairs = [line.split() for line in inventory_file.read_text().splitlines() if line.strip()]
         inventory = [p for p, _ in sorted(pairs, key=lambda x: int(x[1]))]

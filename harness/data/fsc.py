@@ -8,7 +8,9 @@ from pathlib import Path
 
 from ..errors import HarnessError
 
-FSC_SPLITS = ("train", "valid", "test")
+#: harness split -> the FSC csv prefix
+SPLITS = {"train": "train", "dev": "valid", "test": "test"}
+FSC_SPLITS = tuple(SPLITS.values())
 _COLUMNS = ("path", "speakerId", "transcription", "action", "object", "location")
 
 

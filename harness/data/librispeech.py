@@ -7,6 +7,9 @@ from pathlib import Path
 
 from ..errors import HarnessError
 
+#: harness split -> the LibriSpeech folder SUPERB uses for it
+SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
+
 
 @dataclass(frozen=True)
 class LibriUtterance:

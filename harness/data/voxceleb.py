@@ -7,7 +7,9 @@ from pathlib import Path
 
 from ..errors import HarnessError
 
+#: split name -> its code in iden_split.txt (the harness uses the same split names)
 VOX_SPLITS = {"train": 1, "dev": 2, "test": 3}
+SPLITS = {name: name for name in VOX_SPLITS}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,48 @@
+"""Heads and featurizer: pooled caching is exact, subsampling heads map lengths."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.heads import BiLstmCtc, Featurizer, Probe, UtteranceHead, masked_mean
+
+
+def test_pooled_means_give_the_frame_level_logits():
+    torch.manual_seed(0)
+    head = UtteranceHead(12, [5, 3], proj=7)
+    x = torch.randn(4, 30, 12)
+    lengths = torch.tensor([30, 17, 5, 22])
+    frame_level = head(x, lengths)
+    pooled = head(masked_mean(x, lengths))
+    for a, b in zip(frame_level, pooled):
+        assert torch.allclose(a, b, atol=1e-5)  # exact up to float32 rounding
+    # also through a weighted featurizer over several layers (linear in the layers)
+    layers = [torch.randn(4, 30, 12) for _ in range(3)]
+    feat = Featurizer([0, 1, 2], weighted=True)
+    with torch.no_grad():
+        feat.weights.copy_(torch.tensor([0.3, -1.0, 2.0]))
+    a = head(feat(layers), lengths)
+    b = head(feat([masked_mean(h, lengths) for h in layers]))
+    assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(a, b))
+
+
+def test_asr_head_downsampling_concatenates_frames_and_ignores_padding():
+    torch.manual_seed(0)
+    head = BiLstmCtc(6, 5, proj=4, hidden=3, layers=2, dropout=0.0, downsample=2).eval()
+    x = torch.randn(2, 11, 6)
+    out = head(x, torch.tensor([11, 7]))
+    assert out.shape == (2, 5, 6)  # 11 // 2 frames, vocab + blank
+    alone = head(x[1:, :7], torch.tensor([7]))  # 7 // 2 = 3 frames: padding beyond them changes nothing
+    assert torch.allclose(out[1, :3], alone[0], atol=1e-6)
+    assert head.output_lengths(torch.tensor([11, 7])).tolist() == [5, 3]
+
+
+def test_a_probe_on_an_utterance_level_layer_pools_over_its_own_single_frame():
+    """Frame lengths of other layers must not divide an embedding layer's one frame."""
+    torch.manual_seed(0)
+    head = UtteranceHead(4, [3], proj=5)
+    probe = Probe(Featurizer([1], weighted=False), head)
+    frames, emb = torch.randn(2, 9, 4), torch.randn(2, 1, 4)
+    batch = {"lengths": torch.tensor([9, 6]), "layer_lengths": [torch.tensor([9, 6]), torch.tensor([1, 1])]}
+    out, _ = probe.outputs([frames, emb], batch)
+    assert torch.allclose(out[0], head(emb[:, 0])[0], atol=1e-6)
