@@ -162,8 +162,8 @@ def run_benchmark(jobs: list[Job], progress: bool = True) -> list[Outcome]:
 
 def summary(outcomes: list[Outcome]) -> str:
     """Best layer per (upstream, task) of the runs just made, with the 95% interval."""
-    from .report import Record, rank
     from .records import read_outcomes, read_record
+    from .report import Record, rank
 
     recs = []
     for o in outcomes:

@@ -103,8 +103,8 @@ def _extract(args: argparse.Namespace) -> int:
 def _pretrain(args: argparse.Namespace) -> int:
     import yaml
 
-    from .errors import HarnessError
     from .config import merge_config, parse_overrides
+    from .errors import HarnessError
     from .pretrain import default_recipe, pretrain
 
     recipe = default_recipe()

@@ -29,7 +29,15 @@ from .errors import HarnessError
 from .fsutil import default_home, require_writable_dir
 from .identity import corpus_identity, run_key
 from .probes import ProbeSpec, needed_layers, select_probes
-from .records import MetricSpec, Outcomes, ResultRecord, UpstreamRef, portable_root, read_record, write_record
+from .records import (
+    MetricSpec,
+    Outcomes,
+    ResultRecord,
+    UpstreamRef,
+    portable_root,
+    read_record,
+    write_record,
+)
 from .task import SPLITS, Example, Task
 
 CACHE_MODES = ("disk", "auto", "none")

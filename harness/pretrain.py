@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -67,7 +67,8 @@ def load_train_audio(corpus: Path, layouts: Sequence[str], progress: bool = True
     from .corpus.layout import CorpusPaths
     from .data.alignments import read_ctm
     from .data.fsc import read_fsc
-    from .data.librispeech import SPLITS as LIBRI_SPLITS, read_librispeech
+    from .data.librispeech import SPLITS as LIBRI_SPLITS
+    from .data.librispeech import read_librispeech
     from .data.voxceleb import read_voxceleb1
 
     paths = CorpusPaths(Path(corpus))

@@ -17,7 +17,16 @@ from typing import Sequence
 import numpy as np
 
 from .errors import HarnessError
-from .records import Outcomes, ResultRecord, UpstreamRef, is_record_file, outcomes_path, read_outcomes, read_record, slug
+from .records import (
+    Outcomes,
+    ResultRecord,
+    UpstreamRef,
+    is_record_file,
+    outcomes_path,
+    read_outcomes,
+    read_record,
+    slug,
+)
 
 N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 20240

@@ -16,9 +16,15 @@ from harness.data.librispeech import SPLITS as LIBRI_SPLITS
 from harness.errors import HarnessError
 from harness.heads import BiLstmCtc, ctc_greedy
 from harness.metrics import error_counts, error_rate
-from harness.task import BASE_SCHEMA, Example, MetricSpec, Outcomes
-
-from ._common import CtcTask, require_examples, split_name
+from harness.task import (
+    BASE_SCHEMA,
+    CtcTask,
+    Example,
+    MetricSpec,
+    Outcomes,
+    require_examples,
+    split_name,
+)
 
 CHARS = ["|"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)] + ["'"]
 

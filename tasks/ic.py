@@ -10,9 +10,12 @@ from pathlib import Path
 
 from harness.data import read_fsc
 from harness.data.fsc import SPLITS
-from harness.task import Example
-
-from ._common import UtteranceClassificationTask, require_examples, split_name
+from harness.task import (
+    Example,
+    UtteranceClassificationTask,
+    require_examples,
+    split_name,
+)
 
 
 class IntentClassification(UtteranceClassificationTask):

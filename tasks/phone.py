@@ -11,18 +11,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
+from harness.config import Field
 from harness.data import read_librispeech, read_phone_labels
 from harness.data.librispeech import SPLITS as LIBRI_SPLITS
 from harness.errors import HarnessError
 from harness.heads import FrameLinear
 from harness.metrics import accuracy
-from harness.config import Field
-from harness.task import BASE_SCHEMA, Example, MetricSpec, Outcomes, Task
-
-from ._common import frame_targets, require_examples, split_name
+from harness.task import (
+    BASE_SCHEMA,
+    Example,
+    MetricSpec,
+    Outcomes,
+    Task,
+    frame_targets,
+    require_examples,
+    split_name,
+)
 
 
 def _label_folder(data_root: Path, config: dict) -> Path:

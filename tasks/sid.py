@@ -9,9 +9,12 @@ from pathlib import Path
 
 from harness.data import read_voxceleb1
 from harness.data.voxceleb import SPLITS
-from harness.task import Example
-
-from ._common import UtteranceClassificationTask, require_examples, split_name
+from harness.task import (
+    Example,
+    UtteranceClassificationTask,
+    require_examples,
+    split_name,
+)
 
 
 class SpeakerIdentification(UtteranceClassificationTask):

@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-
 import tiny_models
+
 from harness.analysis import cca_rows, run_cca, run_cka, summarise
 
 

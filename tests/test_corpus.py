@@ -18,7 +18,13 @@ import soundfile as sf
 from harness.corpus.build import FRAME_SHIFT, PROFILES, build, plan
 from harness.corpus.layout import LIBRI_SPLITS
 from harness.corpus.manifest import check_manifest
-from harness.data import read_ctm, read_fsc, read_librispeech, read_phone_labels, read_voxceleb1
+from harness.data import (
+    read_ctm,
+    read_fsc,
+    read_librispeech,
+    read_phone_labels,
+    read_voxceleb1,
+)
 from harness.errors import HarnessError
 
 RATE = 16_000

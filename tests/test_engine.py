@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+import tiny_models
 import torch
 
-import tiny_models
 from harness.engine import RunRequest, finished_records, prepare, run
 from harness.errors import HarnessError
 

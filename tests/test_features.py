@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_models
 import torch
 
-import tiny_models
 from harness.audio import read_audio
 from harness.features import SHARD_SIZE, cache_key, ensure_features, entry_for, fill
 from harness.registry import load_task

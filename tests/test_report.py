@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_models
 import torch
 
-import tiny_models
 from harness.leaderboard import build
 from harness.report import load_records, rank
 

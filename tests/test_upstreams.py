@@ -6,14 +6,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import tiny_models
 import torch
 
-import tiny_models
 from harness.errors import HarnessError
 from harness.extract import iter_layers, length_buckets
 from harness.fsutil import sha256_file

@@ -48,7 +48,11 @@ def torchaudio_from_hf(hf_folder: Path, out: Path) -> Path:
 
 def s3prl_hubert(path: Path, seed: int = 0):
     """A tiny HuBERT in s3prl's converted-checkpoint format {task_cfg, model_cfg, model_weight, ...}."""
-    from s3prl.upstream.hubert.hubert_model import HubertConfig, HubertModel, HubertPretrainingConfig
+    from s3prl.upstream.hubert.hubert_model import (
+        HubertConfig,
+        HubertModel,
+        HubertPretrainingConfig,
+    )
     from s3prl.upstream.utils import merge_with_parent
 
     torch.manual_seed(seed)

@@ -22,7 +22,6 @@ norm models get an attention mask.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -30,7 +29,13 @@ import torch
 from harness.errors import HarnessError
 from harness.fsutil import sha256_file
 from harness.offline import require_network
-from harness.upstream import Layers, Upstream, UpstreamInfo, normalise_waveforms, receptive_field
+from harness.upstream import (
+    Layers,
+    Upstream,
+    UpstreamInfo,
+    normalise_waveforms,
+    receptive_field,
+)
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 

@@ -22,7 +22,13 @@ import torch
 
 from harness.errors import HarnessError
 from harness.fsutil import sha256_file
-from harness.upstream import Layers, Upstream, UpstreamInfo, conv_frames, receptive_field
+from harness.upstream import (
+    Layers,
+    Upstream,
+    UpstreamInfo,
+    conv_frames,
+    receptive_field,
+)
 
 _CACHE_HINT = "~/.cache/s3prl/download"
 

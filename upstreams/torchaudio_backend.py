@@ -26,7 +26,14 @@ import torch
 from harness.errors import HarnessError
 from harness.fsutil import sha256_file
 from harness.offline import require_network
-from harness.upstream import Layers, Upstream, UpstreamInfo, conv_frames, normalise_waveforms, receptive_field
+from harness.upstream import (
+    Layers,
+    Upstream,
+    UpstreamInfo,
+    conv_frames,
+    normalise_waveforms,
+    receptive_field,
+)
 
 _FACTORIES = (
     "wav2vec2_model", "wavlm_model", "hubert_base", "hubert_large", "hubert_xlarge", "wav2vec2_base",

@@ -19,7 +19,7 @@ import shutil
 import string
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,16 +27,23 @@ import numpy as np
 
 from .. import __version__
 from ..audio import SAMPLE_RATE
+from ..data.fsc import FSC_SPLITS
+from ..data.librispeech import SPLITS as LIBRI_SPLIT_OF
 from ..errors import HarnessError
 from ..fsutil import atomic_path, write_json, write_text
 from . import align as alignment
 from .layout import (
-    ALIGNMENT_DIR, FSC_DIR, LIBRI_DIR, LIBRI_SPLITS, MANIFEST_NAME, METADATA_NAME, PHONE_DIR, PHONE_INVENTORY,
-    PHONE_TABLE, VOX_DIR, CorpusPaths,
+    ALIGNMENT_DIR,
+    FSC_DIR,
+    LIBRI_DIR,
+    LIBRI_SPLITS,
+    PHONE_DIR,
+    PHONE_INVENTORY,
+    PHONE_TABLE,
+    VOX_DIR,
+    CorpusPaths,
 )
 from .manifest import write_manifest
-from ..data.fsc import FSC_SPLITS
-from ..data.librispeech import SPLITS as LIBRI_SPLIT_OF
 from .speakers import SpeakerRecipe, make_speakers
 from .text import INTENTS, SentenceSampler, command_phrasings, lexicon
 

@@ -1,0 +1,1 @@
+"""Example harness plugins: a task (``action``) and an upstream backend (``energy``)."""

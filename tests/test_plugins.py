@@ -1,0 +1,47 @@
+"""A task and an upstream from another package: installed with pip, found by entry point,
+run end to end with no edit to the core (examples/plugins/harness-example)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "plugins" / "harness-example"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("site")
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--no-index", "--target", str(target), str(EXAMPLE)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (target / "harness_example" / "action.yaml").exists()  # the defaults ship with the package
+    return target
+
+
+def test_the_example_plugins_run_from_an_external_package(installed, tiny_corpus, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(installed), HARNESS_HOME=str(tmp_path / "home"))
+    listing = subprocess.run([sys.executable, "-m", "harness.cli", "upstreams"], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert "energy" in listing.stdout.splitlines()[-1]  # the new backend is listed
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--upstream", "energy:log", "--task", "action",
+                           "--layer", "all", "--data-root", str(tiny_corpus), "--out", str(tmp_path / "r"), "--quiet",
+                           "--max-steps", "4", "--set", "val_interval=2", "--set", "batch_size=8"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = sorted((tmp_path / "r" / "energy_log" / "action").glob("*/*_seed0.json"))
+    probes = [json.loads(p.read_text())["probe"] for p in records if not p.name.endswith(".outcomes.json")]
+    assert sorted(probes) == ["layer_0", "layer_1", "weighted"]
+    record = json.loads(next(p for p in records if p.name == "layer_0_seed0.json").read_text())
+    assert record["config"]["max_steps"] == 4 and record["config"]["head"]["proj"] == 256  # from action.yaml
+    # and the plugin's bad input is a one-line error like the core's
+    bad = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--upstream", "energy:nope", "--task", "action",
+                          "--data-root", str(tiny_corpus), "--quiet"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "only source" in bad.stderr
