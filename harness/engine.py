@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import resource
@@ -404,18 +405,39 @@ def run(req: RunRequest, upstreams=None) -> list[Path]:
     if done is not None:
         return done
     plan = choose_features(plan)
-    done = finished_records(plan) if plan.streamed and not plan.request.no_cache and plan.request.cache != "none" \
-        else None
-    if done is not None:
-        return done
-    t1 = time.time()
-    datasets = provide_features(plan)
-    t2 = time.time()
-    fitted = fit(plan, datasets)
-    if not fitted.is_global_zero:
-        return []
-    t3 = time.time()
-    scores = score(plan, fitted.module, datasets)
-    plan.timing = {"prepare_s": round(t1 - t0, 1), "extract_s": round(t2 - t1, 1), "train_s": round(t3 - t2, 1),
-                   "evaluate_s": round(time.time() - t3, 1)}
-    return write_records(plan, fitted, scores)
+    with _experiment_lock(plan):
+        done = finished_records(plan)  # another process may have finished it while we waited
+        if done is not None:
+            return done
+        t1 = time.time()
+        datasets = provide_features(plan)
+        t2 = time.time()
+        fitted = fit(plan, datasets)
+        if not fitted.is_global_zero:
+            return []
+        t3 = time.time()
+        scores = score(plan, fitted.module, datasets)
+        plan.timing = {"prepare_s": round(t1 - t0, 1), "extract_s": round(t2 - t1, 1), "train_s": round(t3 - t2, 1),
+                       "evaluate_s": round(time.time() - t3, 1)}
+        return write_records(plan, fitted, scores)
+
+
+@contextlib.contextmanager
+def _experiment_lock(plan: RunPlan):
+    """One process at a time trains a given experiment in a given HARNESS_HOME: a second one
+    waits, then finds the records (same --out) or resumes the finished checkpoint. Skipped
+    under a distributed launch, whose ranks share the run on purpose."""
+    from .fsutil import file_lock
+
+    if plan.world_size > 1:
+        yield
+        return
+    lock = plan.run_dir / "run.lock"
+    with file_lock(lock, blocking=False) as held:
+        if held:
+            yield
+            return
+    print(f"harness: another process is running this experiment ({plan.run_dir.name}); waiting for it",
+          file=sys.stderr, flush=True)
+    with file_lock(lock, blocking=True):
+        yield

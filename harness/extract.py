@@ -4,6 +4,20 @@ Utterances are sorted by length and batched so that padding stays small; for
 padding-sensitive upstreams (group-norm CNNs, SpeechBrain models) only utterances
 of identical length share a batch, so every utterance's layers equal what it gives
 alone.
+
+Long inputs run in bounded memory: self-attention costs memory quadratic in length (a
+10-minute file took 2.75 GB with a 1.3 M-parameter model), so an utterance longer than
+``LONG_SECONDS`` (150 s: longer than any utterance of LibriSpeech, FSC or VoxCeleb1, so
+SUPERB corpora are never affected) given to a chunkable upstream (transformers) runs in
+windows of ``CHUNK_SECONDS`` with ``CONTEXT_SECONDS`` of audio on each side, keeping each
+window's centre frames on the file's own frame grid. Waveform normalisation uses the whole
+file's statistics. What this changes, measured on a 200 s file: the CNN output (layer 0)
+of layer-norm front ends is exact; transformer layers see 15 s of context instead of the
+whole file and differ from a whole-file pass by up to 16% of the layer's range at the top
+of the trained tiny HuBERT (0.6% for a random one), and group-norm front ends (Base models)
+also change through their whole-file statistics (up to 41% of range for a random tiny
+model). A model trained on crops of a few seconds has never seen a 200 s context either,
+so neither output is the "true" one; the windows keep memory at a fixed ceiling.
 """
 
 from __future__ import annotations
@@ -42,13 +56,70 @@ def length_buckets(lengths: Sequence[int], max_samples: int, exact: bool) -> lis
     return batches
 
 
+LONG_SECONDS = 150.0
+CHUNK_SECONDS = 60.0
+CONTEXT_SECONDS = 15.0
+
+
+def chunked_layers(upstream: Upstream, wave: np.ndarray, wanted: set[int], chunk_s: float = CHUNK_SECONDS,
+                   context_s: float = CONTEXT_SECONDS) -> list[np.ndarray | None]:
+    """Layers of one long waveform from overlapping windows (see the module docstring).
+
+    Window k keeps the frames whose index lies in its core [k*C, (k+1)*C) (in frames), so the
+    stitched frames are exactly the whole file's frame grid; each window starts on a frame
+    boundary, so its frame i is the file's frame (start / hop + i)."""
+    from .upstream import normalise_waveforms
+
+    hop = upstream.info.hop
+    core = max(1, int(chunk_s * SAMPLE_RATE) // hop)  # frames per window core
+    ctx = int(context_s * SAMPLE_RATE) // hop
+    n = len(wave)
+    pieces: list[list[np.ndarray]] = [[] for _ in range(upstream.num_layers)]
+    normalize = upstream.normalize
+    if normalize:  # the whole file's statistics, as the model would use them on the whole file
+        wave = normalise_waveforms(torch.from_numpy(np.asarray(wave, np.float32))[None], torch.tensor([n]))[0].numpy()
+        upstream.normalize = False
+    try:
+        return _windows(upstream, wave, wanted, core, ctx, hop, pieces)
+    finally:
+        upstream.normalize = normalize
+
+
+def _windows(upstream: Upstream, wave: np.ndarray, wanted: set[int], core: int, ctx: int, hop: int,
+             pieces: list[list[np.ndarray]]) -> list[np.ndarray | None]:
+    n = len(wave)
+    k = 0
+    while True:
+        first = max(0, k * core - ctx)  # first frame of the window
+        start = first * hop
+        stop = min(n, ((k + 1) * core + ctx) * hop + hop)
+        x = torch.from_numpy(np.ascontiguousarray(wave[start:stop], dtype=np.float32))[None]
+        out = upstream.layers(x, torch.tensor([x.shape[1]]))
+        frames = int(out.lengths[min(wanted)][0])
+        keep_from, keep_to = k * core - first, (k + 1) * core - first
+        last = stop >= n
+        for layer in wanted:
+            h = out.hidden[layer][0, :frames].float().cpu().numpy()
+            pieces[layer].append(h[keep_from: None if last else keep_to])
+        if last:
+            break
+        k += 1
+    return [np.concatenate(p) if layer in wanted else None for layer, p in enumerate(pieces)]
+
+
 def iter_layers(upstream: Upstream, waves: Sequence[np.ndarray], max_samples: int = SAMPLE_RATE * 64,
-                layers: Sequence[int] | None = None) -> Iterator[tuple[int, list[np.ndarray | None]]]:
+                layers: Sequence[int] | None = None,
+                long_seconds: float = LONG_SECONDS) -> Iterator[tuple[int, list[np.ndarray | None]]]:
     """Yield ``(index, [layer_0 [frames, dim], ...])`` for every waveform (float32 arrays);
     with ``layers``, only those are converted (the others are None)."""
     wanted = set(range(upstream.num_layers) if layers is None else layers)
     lengths = [len(w) for w in waves]
-    for batch in length_buckets(lengths, max_samples, upstream.padding_sensitive):
+    long = {i for i, n in enumerate(lengths) if upstream.chunkable and n > long_seconds * SAMPLE_RATE}
+    for i in sorted(long):
+        yield i, chunked_layers(upstream, waves[i], wanted)
+    rest = [i for i in range(len(waves)) if i not in long]
+    for group in length_buckets([lengths[i] for i in rest], max_samples, upstream.padding_sensitive):
+        batch = [rest[j] for j in group]
         wavs, lens = pad_batch([torch.from_numpy(np.asarray(waves[i], dtype=np.float32)) for i in batch])
         out = upstream.layers(wavs, lens)
         for k, i in enumerate(batch):

@@ -122,6 +122,13 @@ class Upstream(nn.Module, abc.ABC):
     #: True when padding changes the valid frames (e.g. group-norm CNN front ends); the
     #: batcher then only groups utterances of equal length.
     padding_sensitive: bool = False
+    #: True when a long input may run in overlapping windows (frame-level layers on one hop,
+    #: memory superlinear in length: transformers); see :mod:`harness.extract`.
+    chunkable: bool = False
+    #: True when :meth:`layers` scales each waveform to zero mean and unit variance first
+    #: (wav2vec2-style ``do_normalize``); windows of a long file are then scaled by the whole
+    #: file's statistics instead of their own.
+    normalize: bool = False
 
     @classmethod
     @abc.abstractmethod

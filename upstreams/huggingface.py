@@ -89,6 +89,8 @@ def weights_digest(folder: Path) -> str:
 
 
 class HFUpstream(Upstream):
+    chunkable = True  # self-attention: memory quadratic in length
+
     def __init__(self, model, normalize: bool, info: UpstreamInfo) -> None:
         super().__init__()
         self.model = model.eval()

@@ -58,6 +58,8 @@ def _encoder_layers(module: torch.nn.Module) -> int | None:
 
 
 class S3prlUpstream(Upstream):
+    chunkable = True  # self-attention: memory quadratic in length
+
     def __init__(self, upstream, info: UpstreamInfo) -> None:
         super().__init__()
         self.upstream = upstream.eval()

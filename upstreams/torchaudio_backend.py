@@ -80,6 +80,8 @@ def _load_state(path: Path) -> dict:
 
 
 class TorchaudioUpstream(Upstream):
+    chunkable = True  # self-attention: memory quadratic in length
+
     def __init__(self, model, normalize: bool, info: UpstreamInfo) -> None:
         super().__init__()
         self.model = model.eval()

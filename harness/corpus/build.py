@@ -235,6 +235,14 @@ def _synthesise(job: dict) -> dict:
     raise HarnessError(f"no candidate text of utterance {job['utt']} could be aligned ({last_error})")
 
 
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the parent, which stops the pool and exits with one line
+    (otherwise every worker prints its own traceback)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_job(job: dict) -> dict:
     try:
         return {"ok": _synthesise(job)}
@@ -437,7 +445,7 @@ def build(out: Path, profile_name: str = "default", seed: int = 0, workers: int 
 
         ctx = mp.get_context("fork")
         n_workers = workers or min(2, os.cpu_count() or 1)
-        with ctx.Pool(n_workers, maxtasksperchild=1) as pool:
+        with ctx.Pool(n_workers, maxtasksperchild=1, initializer=_ignore_interrupts) as pool:
             bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="utt", desc="synthesising",
                        disable=not progress, file=sys.stderr)
             for result in pool.imap_unordered(_run_job, todo, chunksize=1):
