@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
 import resource
 import sys
@@ -280,6 +281,8 @@ def quiet_lightning() -> None:
     # we choose DataLoader workers deliberately (features come memory-mapped from the cache)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*The number of training batches.*is smaller than the logging interval.*")
+    # spawned DDP workers hand their weights back in a temporary checkpoint Lightning writes itself
+    warnings.filterwarnings("ignore", message=r".*`weights_only` was not set.*")
 
 
 @dataclass
@@ -320,11 +323,30 @@ def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
         use_distributed_sampler=False,
     )
     torch.use_deterministic_algorithms(True, warn_only=True)
-    trainer.fit(module, train, dev, ckpt_path=str(last) if last.exists() else None, weights_only=True)
-    steps = int(trainer.global_step)
+    gloo = plan.world_size > 1 and req.accelerator == "cpu"
+    with _no_stdout() if gloo else contextlib.nullcontext():
+        trainer.fit(module, train, dev, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    steps = max(int(trainer.global_step), module.steps_done)  # spawned workers: only the module comes back
     if steps != module.last_validated_step:
         module.validate_now(dev, steps)
     return Fitted(module, steps, trainer.is_global_zero)
+
+
+@contextlib.contextmanager
+def _no_stdout():
+    """Gloo (CPU DDP) prints a connection line per rank on the C++ side's stdout; the run's
+    results are printed afterwards, so stdout stays clean for them."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 # ------------------------------------------------------------------ 5. score

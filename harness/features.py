@@ -13,6 +13,7 @@ Layout of one entry ``$HARNESS_HOME/features/<key>/``::
                                          [sum of frames, dim] (or [utterances, dim] pooled)
     shards/NNNNN/layer_LL.lengths.npy    frames per utterance (frames kind)
     locks/NNNNN.lock                     held while a process extracts that shard
+    extraction.log                       one line per shard extracted: layers, host, pid, rank
 
 Layer-selective: an entry holds whatever layers runs have asked for. A run that needs
 layers the entry lacks extracts only those (one upstream pass per shard computes every
@@ -184,21 +185,34 @@ class CacheEntry:
 
 
 class CachedFeatures:
-    """Memory-mapped access to some layers of a cache entry (nothing is read until asked)."""
+    """Memory-mapped access to some layers of a cache entry (nothing is read until asked).
+
+    Pickles as a reference to the files (spawned DDP workers and DataLoader workers reopen
+    the memory maps instead of copying the data)."""
 
     def __init__(self, entry: CacheEntry, layers: list[int]) -> None:
         self.entry = entry
         self.layers = layers
         self.position = {u: i for i, u in enumerate(entry.manifest["ids"])}
-        self.shards = []
-        for s in range(entry.num_shards):
-            arrays = {l: np.load(entry.data_file(s, l), mmap_mode="r") for l in layers}
-            offsets = {}
-            if entry.kind == "frames":
-                for l in layers:
-                    lengths = np.load(entry.lengths_file(s, l))
-                    offsets[l] = np.concatenate([[0], np.cumsum(lengths)])
-            self.shards.append((arrays, offsets))
+        self._shards: list | None = None
+
+    def __getstate__(self) -> dict:
+        return {"entry": self.entry, "layers": self.layers, "position": self.position, "_shards": None}
+
+    @property
+    def shards(self) -> list:
+        if self._shards is None:
+            entry, shards = self.entry, []
+            for s in range(entry.num_shards):
+                arrays = {l: np.load(entry.data_file(s, l), mmap_mode="r") for l in self.layers}
+                offsets = {}
+                if entry.kind == "frames":
+                    for l in self.layers:
+                        lengths = np.load(entry.lengths_file(s, l))
+                        offsets[l] = np.concatenate([[0], np.cumsum(lengths)])
+                shards.append((arrays, offsets))
+            self._shards = shards
+        return self._shards
 
     def get(self, utt_id: str) -> list[torch.Tensor | None]:
         """Per upstream layer: ``[frames, dim]`` (frames kind) or ``[dim]`` (pooled), float32;
@@ -338,9 +352,24 @@ def _extract_shard(entry: CacheEntry, upstream: Upstream, examples: Sequence[Exa
         for i, out in iter_layers(upstream, waves, layers=missing):
             per_utt[i] = out
         _write_shard(entry, shard, missing, per_utt)
+        _journal(entry, shard, missing)
         stats["extracted_shards"] += 1
         stats["utterances"] += len(chunk)
     return True
+
+
+def _journal(entry: CacheEntry, shard: int, layers: Sequence[int]) -> None:
+    """One line per shard extraction in ``extraction.log`` (who computed what, and when)."""
+    import socket
+
+    rank, world = _distributed_position()
+    line = (f"{time.strftime('%Y-%m-%dT%H:%M:%S')} shard {shard:05d} layers {','.join(map(str, layers))} "
+            f"host {socket.gethostname()} pid {os.getpid()} rank {rank}/{world}\n")
+    fd = os.open(entry.root / "extraction.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, line.encode())  # one short O_APPEND write: lines of several processes never interleave
+    finally:
+        os.close(fd)
 
 
 def wait_for(entry: CacheEntry, layers: Sequence[int], timeout_s: float = 24 * 3600, poll_s: float = 2.0) -> None:

@@ -25,6 +25,18 @@ from .probes import ProbeSpec
 from .task import Example, Task
 
 
+def _quiet_workers() -> None:
+    """Lightning's info lines off in processes that import this module to unpickle it
+    (``ddp_spawn`` workers start a fresh interpreter that never ran the CLI)."""
+    import logging
+
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+_quiet_workers()
+
+
 class ProbeModule(pl.LightningModule):
     """L+1 (or fewer) independent probes trained from one stream of batches.
 
@@ -50,6 +62,7 @@ class ProbeModule(pl.LightningModule):
             self.probes[spec.key] = Probe(featurizer, head)
         self.best: dict[str, dict] = {}  # probe -> {"dev", "step", "state"}
         self.curve: dict[str, list[dict]] = {}  # probe -> dev metrics at every validation
+        self.steps_done = 0  # optimizer steps taken (travels back from spawned workers)
         self._val: dict[str, dict] = {}
 
     # -- features for a batch, from the cache or from the upstream ------------
@@ -86,6 +99,9 @@ class ProbeModule(pl.LightningModule):
         self.log("train_loss", total / len(losses), prog_bar=True, batch_size=len(batch["examples"]))
         return total
 
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.steps_done = int(self.global_step)
+
     def on_before_optimizer_step(self, optimizer):
         clip = self.config.get("grad_clip")
         if clip:  # per probe, so probes stay independent
@@ -106,9 +122,6 @@ class ProbeModule(pl.LightningModule):
 
     def on_validation_epoch_end(self):
         self.select(int(self.global_step), self._val)
-        sign = 1.0 if self.task.metric.higher_is_better else -1.0
-        bests = [b["dev"] for b in self.best.values()]
-        self.log(f"dev_best_{self.task.metric.name}", float(max(bests) if sign > 0 else min(bests)), prog_bar=True)
 
     def select(self, step: int, predictions: dict[str, dict[str, Any]]) -> None:
         """Score every probe's dev predictions at ``step``; keep each probe's best state."""
@@ -140,11 +153,12 @@ class ProbeModule(pl.LightningModule):
 
     # -- state: probes + selection; the frozen upstream is never saved --------
     def get_extra_state(self) -> dict:
-        return {"best": self.best, "curve": self.curve}
+        return {"best": self.best, "curve": self.curve, "steps_done": self.steps_done}
 
     def set_extra_state(self, state: dict) -> None:
         self.best = state.get("best", {})
         self.curve = state.get("curve", {})
+        self.steps_done = int(state.get("steps_done", 0))
 
     def state_dict(self, *args, **kwargs):
         sd = super().state_dict(*args, **kwargs)
