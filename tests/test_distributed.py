@@ -68,7 +68,7 @@ def big_vox(tiny_corpus, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("task", ["phone", "sid"])
 def test_lightning_ddp_on_two_cpu_processes_matches_one_process(tiny_corpus, tmp_path, task):
     base = ["run", "--upstream", "mfcc", "--task", task, "--data-root", str(tiny_corpus), *ARGS]
-    single = _cli(base + ["--out", str(tmp_path / "one")], dict(os.environ, HARNESS_HOME=str(tmp_path / "h1")))
+    _cli(base + ["--out", str(tmp_path / "one")], dict(os.environ, HARNESS_HOME=str(tmp_path / "h1")))
     home = tmp_path / "h2"
     ddp = _cli(base + ["--out", str(tmp_path / "two"), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"],
                dict(os.environ, HARNESS_HOME=str(home)))
