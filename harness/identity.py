@@ -18,31 +18,48 @@ from .corpus.layout import MANIFEST_NAME, METADATA_NAME
 from .task import Example
 
 
-def corpus_identity(root: Path, examples: Sequence[Example] = ()) -> dict:
-    """The corpus a run read, by content.
+def _target_digest(target) -> str:
+    """A stable text form of a label (tuple of classes, token list or a 10 ms label array)."""
+    if hasattr(target, "tobytes"):
+        return hashlib.sha256(target.tobytes()).hexdigest()[:16] + str(getattr(target, "dtype", ""))
+    return repr(target)
 
-    A harness-built corpus is identified by the hash of its manifest (which lists every
-    file's sha256). Any other corpus (real LibriSpeech, VoxCeleb1 ...) by the relative paths
-    and sizes of the audio files the run reads: hashing hundreds of GB of audio to start a
-    run is not an option, and sizes catch a different release or a truncated copy.
+
+def corpus_identity(root: Path, examples: Sequence[Example] = ()) -> dict:
+    """The data a run read, by content: each example's audio and its label, nothing else.
+
+    In a harness-built corpus each audio file's content hash comes from the manifest; in
+    any other corpus (real LibriSpeech, VoxCeleb1 ...) from its relative path and size
+    (hashing hundreds of GB of audio to start a run is not an option; sizes catch another
+    release or a truncated copy). Labels are hashed as the task encoded them. Files a run
+    does not read (other layouts, other splits) never change its identity, so adding data
+    to a corpus leaves earlier results valid.
     """
+    from .features import _corpus_fingerprints
+
     root = Path(root)
     meta = root / METADATA_NAME
-    if meta.exists():
-        m = json.loads(meta.read_text())
-        manifest = root / MANIFEST_NAME
-        digest = hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else None
-        return {"kind": "harness-embedded", "profile": m.get("profile"), "seed": m.get("seed"), "manifest_sha256": digest}
+    embedded = meta.exists() and (root / MANIFEST_NAME).exists()
     h = hashlib.sha256()
+    ordered = sorted(examples, key=lambda e: e.id)
+    fingerprints = _corpus_fingerprints(ordered) if embedded else None
     resolved = root.resolve()
-    for e in sorted(examples, key=lambda e: e.id):
-        path = Path(e.path).resolve()
-        try:
-            rel = path.relative_to(resolved).as_posix()
-        except ValueError:
-            rel = path.name
-        h.update(f"{e.id}\t{rel}\t{path.stat().st_size}\n".encode())
-    return {"kind": "external", "files": len(examples), "content_sha256": h.hexdigest()}
+    for i, e in enumerate(ordered):
+        if embedded:
+            audio = fingerprints[i]
+        else:
+            path = Path(e.path).resolve()
+            try:
+                rel = path.relative_to(resolved).as_posix()
+            except ValueError:
+                rel = path.name
+            audio = f"{rel}:{path.stat().st_size}"
+        h.update(f"{e.id}\t{audio}\t{_target_digest(e.target)}\t{e.reference}\n".encode())
+    if embedded:
+        m = json.loads(meta.read_text())
+        return {"kind": "harness-embedded", "profile": m.get("profile"), "seed": m.get("seed"),
+                "examples": len(ordered), "content_sha256": h.hexdigest()}
+    return {"kind": "external", "examples": len(ordered), "content_sha256": h.hexdigest()}
 
 
 def run_key(identity: dict) -> str:

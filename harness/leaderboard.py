@@ -41,10 +41,11 @@ def _settings(rankings: Sequence[Ranking]) -> dict[tuple[str, str], list[Ranking
 def _describe(r: Ranking) -> str:
     info = r.setting_info
     corpus = info.get("corpus") or {}
+    content = str(corpus.get("content_sha256") or corpus.get("manifest_sha256"))[:12]
     if corpus.get("kind") == "harness-embedded":
-        where = f"embedded corpus ({corpus.get('profile')}, seed {corpus.get('seed')}, manifest {str(corpus.get('manifest_sha256'))[:12]})"
+        where = f"embedded corpus ({corpus.get('profile')}, seed {corpus.get('seed')}, data {content})"
     elif corpus.get("kind") == "external":
-        where = f"external corpus ({corpus.get('files', '?')} files, content {str(corpus.get('content_sha256'))[:12]})"
+        where = f"external corpus ({corpus.get('examples', '?')} utterances, data {content})"
     else:
         where = f"corpus at {corpus.get('root', '?')}"
     cfg = info.get("config", {})

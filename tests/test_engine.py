@@ -170,3 +170,56 @@ def test_bad_settings_are_refused_before_any_work(tiny_corpus, home, tmp_path):
         with pytest.raises(HarnessError, match=msg):
             prepare(request(corpus, tmp_path / "o", **kw))
     assert not (home / "features").exists() and not (home / "runs").exists()  # nothing was extracted or trained
+
+
+def test_streamed_layers_never_show_padding_to_a_group_norm_model(tiny_hf):
+    """Streaming pads a batch of unequal utterances; a padding-sensitive model must still give
+    each utterance exactly what it gives alone."""
+    from harness.extract import streamed_layers
+    from harness.upstream import load_upstream, pad_batch
+
+    up = load_upstream(f"hf:{tiny_hf}")
+    assert up.padding_sensitive
+    g = torch.Generator().manual_seed(0)
+    waves = [0.1 * torch.randn(n, generator=g) for n in (16000, 9000, 16000, 12345)]
+    wavs, lengths = pad_batch(waves)
+    hidden, layer_lengths = streamed_layers(up, wavs, lengths, [0, 2])
+    assert hidden[1] is None
+    for i, w in enumerate(waves):
+        alone = up.layers(w[None], torch.tensor([len(w)]))
+        for layer in (0, 2):
+            n = int(layer_lengths[layer][i])
+            assert n == int(alone.lengths[layer][0])
+            assert torch.allclose(hidden[layer][i, :n], alone.hidden[layer][0, :n], atol=1e-5)
+    naive = up.layers(wavs, lengths)  # what feeding the padded batch directly would give
+    n = int(naive.lengths[0][1])
+    assert not torch.allclose(naive.hidden[0][1, :n], hidden[0][1, :n], atol=1e-3)
+
+
+def test_streamed_and_cached_runs_agree_for_a_group_norm_model(tiny_corpus, tiny_hf, home, tmp_path):
+    kw = dict(upstream=f"hf:{tiny_hf}", task="phone", layer="1", max_steps=12)
+    cached = _run(tiny_corpus, tmp_path / "c", **kw)[0]
+    streamed = _run(tiny_corpus, tmp_path / "s", cache="none", **kw)[0]
+    # the cache stores fp16; streaming feeds float32: the same training up to that rounding
+    assert abs(cached["test"]["accuracy"] - streamed["test"]["accuracy"]) <= 0.01
+    for a, b in zip(cached["dev_curve"], streamed["dev_curve"]):
+        assert a["step"] == b["step"] and abs(a["accuracy"] - b["accuracy"]) <= 0.01
+
+
+def test_the_planner_refuses_a_cache_that_does_not_fit(tiny_corpus, home, tmp_path, monkeypatch):
+    import harness.planning as planning
+    from harness.engine import cache_plan, choose_features
+
+    req = request(tiny_corpus, tmp_path / "o", task="phone", upstream="fbank")
+    need = cache_plan(prepare(req))
+    assert need.bytes_to_write == sum(s.bytes_to_write for s in need.splits) > 0
+    # the formula: frames x 80 dims x 2 bytes (fp16) + 8 bytes per utterance
+    assert need.bytes_total == sum(s.frames for s in need.splits) * 80 * 2 + 8 * sum(s.utterances for s in need.splits)
+    monkeypatch.setattr(planning, "free_bytes", lambda path: need.needed_with_headroom - 1)
+    with pytest.raises(HarnessError, match=r"needs .* but .* free; ways out: fewer layers.*--cache none"):
+        choose_features(prepare(req))
+    assert not (home / "features").exists()
+    auto = choose_features(prepare(request(tiny_corpus, tmp_path / "o", task="phone", upstream="fbank", cache="auto")))
+    assert auto.streamed and auto.identity["features"] == "streamed"
+    monkeypatch.setattr(planning, "free_bytes", lambda path: need.needed_with_headroom)
+    assert not choose_features(prepare(req)).streamed
