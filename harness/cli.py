@@ -307,40 +307,96 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from .analysis import run_cca, run_cka
     from .corpus.layout import require_embedded_corpus
-    from .registry import resolve_checkpoints
+    from .errors import HarnessError
+    from .registry import parse_spec, resolve_checkpoints
 
     data_root = Path(args.data_root) if args.data_root else require_embedded_corpus()
-    checkpoints = resolve_checkpoints(args.checkpoints) if args.checkpoints else None
-    if args.measure == "cca":
-        specs = checkpoints or [args.upstream]
-        if not specs or specs == [None]:
-            from .errors import HarnessError
+    checkpoints = resolve_checkpoints(args.checkpoints) if getattr(args, "checkpoints", None) else None
+    for spec in [args.upstream, getattr(args, "against", None)] + (checkpoints or []):
+        if spec:
+            parse_spec(spec)
+    out = Path(args.out or f"{args.measure}{'_' + args.property if getattr(args, 'property', None) else ''}.csv")
+    if args.measure in ("cca", "svcca"):
+        from .analysis import RELATIVE_EPSILONS, CcaProtocol, run_cca
 
+        specs = checkpoints or ([args.upstream] if args.upstream else None)
+        if not specs:
             raise HarnessError("give --upstream or --checkpoints")
-        out = Path(args.out or f"cca_{args.property}.csv")
-        path, summary = run_cca(specs, args.property, data_root, args.split, out, args.random_init, args.folds,
-                                args.trials, args.max_samples, args.top_words, args.per_label, args.limit, args.seed,
+        epsilons = tuple(args.epsilons) if args.epsilons else (
+            CcaProtocol.epsilons if args.convention == "reference" else RELATIVE_EPSILONS)
+        protocol = CcaProtocol(measure="svcca" if args.measure == "svcca" else "pwcca", convention=args.convention,
+                               weights=getattr(args, "weights", "smaller"), folds=args.folds, trials=args.trials,
+                               epsilons=epsilons)
+        path, summary = run_cca(specs, args.property, data_root, args.split, out, args.random_init, protocol,
+                                args.max_samples, args.top_words, args.per_label, args.limit, args.seed,
                                 progress=not args.quiet)
-        print(f"{'checkpoint':<40}{'layer':>6}{'PWCCA':>9}{'std':>8}{'eps':>9}{'failed':>8}")
+        name = "PWCCA" if args.measure == "cca" else "SVCCA"
+        print(f"{'checkpoint':<40}{'layer':>6}{name:>9}{'std':>8}{'eps (layer/prop)':>18}{'failed':>8}")
         for r in summary:
             print(f"{str(r['checkpoint'])[-40:]:<40}{r['layer']:>6}{r['mean']:>9.4f}{r['std']:>8.4f}"
-                  f"{str(r['epsilon']):>9}{r['failed_fits']:>8}")
+                  f"{str(r['epsilon']):>18}{r['failed_fits']:>8}")
         failures = [r for r in summary if r["failed_fits"]]
         if failures:
             print(f"{sum(r['failed_fits'] for r in failures)} fits failed (rows kept in the CSV with their error); "
                   f"first: layer {failures[0]['layer']}, {failures[0]['first_error']}")
         if all(r["n"] == 0 for r in summary):
-            from .errors import HarnessError
-
             raise HarnessError(f"no CCA fit succeeded: {summary[0]['first_error']}")
         print(f"rows: {path}; summary: {path.with_name(path.stem + '.summary.csv')}; plot: {path.with_suffix('.png')}")
         return 0
-    out = Path(args.out or "cka.csv")
-    path = run_cka(args.upstream, args.against, data_root, args.split, out, args.random_init, args.max_samples,
-                   args.limit, args.seed, checkpoints=checkpoints, progress=not args.quiet)
-    print(f"rows: {path}; heatmap: {path.with_suffix('.png')}")
+    if not args.upstream and not checkpoints:
+        raise HarnessError("give --upstream")
+    if args.measure == "cka":
+        from .analysis import run_cka
+
+        path = run_cka(args.upstream, args.against, data_root, args.split, out, args.random_init, args.max_samples,
+                       args.limit, args.seed, checkpoints=checkpoints, progress=not args.quiet, minibatch=args.minibatch)
+        print(f"rows: {path}; heatmap: {path.with_suffix('.png')}")
+        return 0
+    if args.measure == "neurons":
+        from .neurons import run_neurons
+
+        path = run_neurons(args.upstream, args.against, data_root, args.split, out, args.random_init,
+                           args.max_samples, args.limit, args.seed, prop=args.property, progress=not args.quiet)
+        extra = f"; top/random/bottom-k check: {path.with_name(path.stem + '.check.csv')}" if args.property else ""
+        print(f"rows: {path}{extra}; plot: {path.with_suffix('.png')}")
+        return 0
+    from .attention import run_attention
+
+    path = run_attention(args.upstream, args.against, data_root, args.split, out, args.limit or 20, args.random_init,
+                         progress=not args.quiet)
+    print(f"rows: {path}; layer x layer heatmap: {path.with_suffix('.png')}; heads: "
+          f"{path.with_name(path.stem + '.heads.png')}")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config import merge_config, parse_overrides
+    from .corpus.layout import require_embedded_corpus
+    from .errors import HarnessError
+    from .finetune import default_recipe, finetune
+    from .registry import parse_spec
+
+    parse_spec(args.upstream)
+    recipe = default_recipe()
+    if args.config:
+        try:
+            recipe = merge_config(recipe, yaml.safe_load(Path(args.config).read_text()) or {})
+        except (OSError, yaml.YAMLError) as exc:
+            raise HarnessError(f"cannot read recipe {args.config}: {exc}") from None
+    recipe = merge_config(recipe, parse_overrides(args.set or []))
+    for key, flag in (("freeze_cnn", args.freeze_cnn), ("reinit_top", args.reinit_top), ("steps", args.steps)):
+        if flag is not None:
+            recipe[key] = flag
+    data_root = Path(args.data_root) if args.data_root else require_embedded_corpus()
+    final = finetune(args.upstream, args.task, data_root, Path(args.out), recipe, progress=not args.quiet)
+    meta = (final / "finetune.json").read_text()
+    import json
+
+    print(f"fine-tuned encoder: hf:{final} (dev token error rate {json.loads(meta)['dev_token_error_rate']:.4f}); "
+          f"log: {Path(args.out) / 'log.jsonl'}")
     return 0
 
 
@@ -470,15 +526,21 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--export", help="write the truncated model here (HF directory)")
     rc.set_defaults(func=_recommend)
 
-    an = sub.add_parser("analyze", help="layerwise CCA with acoustic/phone/word properties, CKA between layers",
-                        description="Analyses on the upstream interface and the corpus alignments.")
+    an = sub.add_parser("analyze", help="CCA/SVCCA with properties, CKA, neuron- and attention-level similarity",
+                        description="Layer-wise analyses through the feature cache; one tidy CSV and one picture per "
+                                    "call.")
     asub = an.add_subparsers(dest="measure", metavar="MEASURE")
-    for name, helptext in (("cca", "projection-weighted CCA of every layer with a property"),
-                           ("cka", "linear CKA (biased and debiased) for every layer pair")):
+    helps = {"cca": "projection-weighted CCA (published protocol) of every layer with a property",
+             "svcca": "SVCCA (SVD to 99% of variance, then mean CCA) of every layer with a property",
+             "cka": "linear CKA (biased and debiased, or mini-batch) for every layer pair",
+             "neurons": "MaxCorr/MinCorr/LinReg for every layer pair, or neurons ranked for phone identity",
+             "attention": "attention heads compared (JS, Pearson, Frobenius; best-match pairing) layer by layer"}
+    for name, helptext in helps.items():
         ap = asub.add_parser(name, help=helptext, description=helptext)
         ap.add_argument("--upstream", help="registry name or BACKEND:SOURCE")
-        ap.add_argument("--checkpoints", nargs="+", help="several checkpoints of one model (paths or globs): "
-                        "checkpoint x layer grid")
+        if name in ("cca", "svcca", "cka"):
+            ap.add_argument("--checkpoints", nargs="+", help="several checkpoints of one model (paths, globs or "
+                            "names): checkpoint x layer grid")
         ap.add_argument("--data-root", help="corpus root with LibriSpeech alignments (default: embedded corpus)")
         ap.add_argument("--split", default="dev", help="LibriSpeech split (default dev)")
         ap.add_argument("--limit", type=int, help="use only the first N utterances")
@@ -487,15 +549,48 @@ def build_parser() -> argparse.ArgumentParser:
         ap.add_argument("--out", help="tidy CSV (a PNG is written next to it)")
         ap.add_argument("--quiet", action="store_true")
         ap.add_argument("--max-samples", type=int, default=20000, help="frames/segments kept (default 20000)")
-        if name == "cca":
+        if name in ("cca", "svcca"):
             ap.add_argument("--property", choices=["mel", "phone", "word"], required=True)
-            ap.add_argument("--folds", type=int, default=5)
-            ap.add_argument("--trials", type=int, default=3)
+            ap.add_argument("--folds", type=int, default=10, help="label-stratified folds (default 10)")
+            ap.add_argument("--trials", type=int, default=3, help="trials, each with its own dev and test fold (3)")
+            ap.add_argument("--convention", choices=["reference", "relative"], default="reference",
+                            help="regularisation: reference = epsilon x max|C| per view, flat dims dropped "
+                                 "(published code; default); relative = epsilon x mean variance")
+            ap.add_argument("--epsilons", type=float, nargs="+", help="epsilon grid per view (default: 1e-11 1e-9 "
+                            "1e-7 1e-5 for reference, 0 1e-6 1e-4 1e-3 1e-2 1e-1 for relative)")
             ap.add_argument("--top-words", type=int, default=500)
             ap.add_argument("--per-label", type=int, default=200, help="max samples per phone/word (default 200)")
-        else:
+            if name == "cca":
+                ap.add_argument("--weights", choices=["smaller", "x", "y"], default="smaller",
+                                help="PWCCA weights from the view with fewer neurons (published; default), the "
+                                     "layer (x) or the property (y)")
+        if name in ("cka", "neurons", "attention"):
             ap.add_argument("--against", help="a second upstream (default: the same model)")
+        if name == "cka":
+            ap.add_argument("--minibatch", type=int, default=0, help="mini-batch CKA (Nguyen et al. 2021) over every "
+                            "frame in batches of this many frames, reading one utterance at a time (default: off)")
+        if name == "neurons":
+            ap.add_argument("--property", choices=["phone"], help="rank each layer's neurons for phone identity "
+                            "instead of comparing layers")
         ap.set_defaults(func=_analyze)
+
+    ft = sub.add_parser("finetune", help="CTC fine-tuning of a whole upstream (saved as an upstream)",
+                        description="Fine-tune a HuggingFace wav2vec2-family upstream end to end with a linear CTC "
+                                    "head on the task's tokens (asr: characters, pr: phones). Resumable; every "
+                                    "checkpoint is a model directory usable as hf:DIR.")
+    ft.add_argument("--upstream", required=True, help="registry name or hf:SOURCE")
+    ft.add_argument("--task", default="asr", choices=["asr", "pr"], help="CTC task whose tokens and data to use")
+    ft.add_argument("--out", required=True, help="output folder")
+    ft.add_argument("--data-root", help="corpus root (default: the embedded corpus)")
+    ft.add_argument("--config", help="YAML recipe merged over the default (harness/finetune.yaml)")
+    ft.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe value (repeatable)")
+    ft.add_argument("--steps", type=int, help="training steps")
+    ft.add_argument("--freeze-cnn", dest="freeze_cnn", action="store_true", default=None,
+                    help="keep the waveform CNN frozen (default)")
+    ft.add_argument("--no-freeze-cnn", dest="freeze_cnn", action="store_false", help="train the CNN too")
+    ft.add_argument("--reinit-top", type=int, help="re-initialise the top K transformer layers first")
+    ft.add_argument("--quiet", action="store_true")
+    ft.set_defaults(func=_finetune)
     return parser
 
 

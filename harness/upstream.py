@@ -150,6 +150,15 @@ class Upstream(nn.Module, abc.ABC):
     def layers(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Layers:
         """wavs ``[batch, samples]`` float32 at 16 kHz, zero-padded; lengths ``[batch]``."""
 
+    def attentions(self, wav: torch.Tensor) -> list[torch.Tensor]:
+        """Attention maps of one utterance ``[samples]``: per transformer layer ``[heads, T, T]``
+        (rows: queries, summing to 1). Backends without self-attention, or that do not expose
+        it, refuse in one line."""
+        from .errors import HarnessError
+
+        raise HarnessError(f"{self.info.spec}: the {self.info.backend} backend does not expose attention maps; "
+                           "use a HuggingFace model (hf:...) for attention-level analyses")
+
     def forward(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Layers:  # noqa: D401
         return self.layers(wavs, lengths)
 

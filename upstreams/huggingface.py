@@ -133,12 +133,30 @@ class HFUpstream(Upstream):
             notes={"model_type": config.model_type, "stable_layer_norm": bool(getattr(config, "do_stable_layer_norm", False)),
                    "normalize_waveform": normalize},
         )
-        return cls(model, normalize, info)
+        up = cls(model, normalize, info)
+        up.folder = folder  # the resolved model directory (fine-tuning reloads it with a training config)
+        return up
 
     @classmethod
     def fetch(cls, source: str) -> str:
         """Download into the HuggingFace cache for later offline use."""
         return f"HuggingFace model {source} cached in {_resolve(source)}"
+
+    @torch.no_grad()
+    def attentions(self, wav: torch.Tensor) -> list[torch.Tensor]:
+        """Per transformer layer ``[heads, T, T]`` for one utterance (no padding). The eager
+        attention kernel is switched on for the call only (the fused one returns no maps and
+        extraction keeps its own numbers)."""
+        x = wav.float()[None]
+        if self.normalize:
+            x = normalise_waveforms(x, torch.tensor([x.shape[1]]))
+        previous = self.model.config._attn_implementation
+        self.model.set_attn_implementation("eager")
+        try:
+            out = self.model(input_values=x, output_attentions=True)
+        finally:
+            self.model.set_attn_implementation(previous)
+        return [a[0].float() for a in out.attentions]
 
     @torch.no_grad()
     def layers(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Layers:
