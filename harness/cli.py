@@ -101,12 +101,16 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    import importlib
+
     import yaml
 
     from .config import merge_config, parse_overrides
     from .errors import HarnessError
-    from .pretrain import default_recipe, pretrain
 
+    module = importlib.import_module({"hubert": ".pretrain", "wav2vec2": ".pretrain_wav2vec2",
+                                      "dino": ".pretrain_dino"}[args.recipe], __package__)
+    default_recipe, pretrain = module.default_recipe, module.pretrain
     recipe = default_recipe()
     if args.config:
         try:
@@ -114,7 +118,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         except (OSError, yaml.YAMLError) as exc:
             raise HarnessError(f"cannot read recipe {args.config}: {exc}") from None
     overrides = parse_overrides(args.set or [])
-    if "iterations" in overrides:  # iterations.N.key=value addresses one iteration of the list
+    if "iterations" in overrides and "iterations" in recipe:  # iterations.N.key=value: one iteration of the list
         per_iteration = overrides.pop("iterations")
         iterations = [dict(it) for it in recipe["iterations"]]
         for index, body in per_iteration.items():
@@ -132,8 +136,9 @@ def _pretrain(args: argparse.Namespace) -> int:
     if reuse is not None and reuse.resolve() == Path(args.out).resolve():
         raise HarnessError("--reuse needs another run than --out (it copies from it)")
     finals = pretrain(corpus, Path(args.out), recipe, progress=not args.quiet, reuse=reuse)
+    backend = "speechbrain" if args.recipe == "dino" else "hf"
     for n, final in enumerate(finals, 1):
-        print(f"iteration {n}: hf:{final}")
+        print(f"iteration {n}: {backend}:{final}")
     print(f"checkpoints: {Path(args.out)}/it*/step_*  (log: {Path(args.out) / 'log.jsonl'})")
     if args.ship:
         from .pretrain import ship
@@ -480,10 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--quiet", action="store_true", help="no progress bars (one line per run is still printed)")
     bm.set_defaults(func=_benchmark)
 
-    pt = sub.add_parser("pretrain", help="HuBERT-style pretraining of a small model on a corpus",
+    pt = sub.add_parser("pretrain", help="self-supervised pretraining of a small model (HuBERT, wav2vec2 or DINO)",
                         description="Iterative masked prediction of k-means targets (MFCCs, then a layer of the "
                                     "previous iteration). Every checkpoint is a HuggingFace model dir usable as "
                                     "hf:DIR. Re-running the same command resumes from the last checkpoint.")
+    pt.add_argument("--recipe", choices=["hubert", "wav2vec2", "dino"], default="hubert",
+                    help="hubert: iterative masked prediction of k-means targets (default); wav2vec2: contrastive "
+                         "with a Gumbel quantiser, same architecture and budget; dino: speaker self-distillation "
+                         "(ECAPA-TDNN, no labels)")
     pt.add_argument("--corpus", help="corpus root (default: the embedded corpus)")
     pt.add_argument("--out", required=True, help="output folder for checkpoints, targets and the log")
     pt.add_argument("--config", help="YAML recipe merged over the default (harness/pretrain.yaml)")

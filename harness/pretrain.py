@@ -360,6 +360,23 @@ def reuse_finished(source: Path, out: Path, recipe: dict) -> int:
     return finished
 
 
+def prepare_run(out: Path, recipe: dict, shared=None) -> None:
+    """Claim ``out`` for this recipe: an empty or new folder, or one holding a run of the same
+    recipe (resumed). Another recipe is refused (``shared(old, new)`` > 0 adds the --reuse hint)."""
+    import yaml
+
+    saved = out / "recipe.yaml"
+    if saved.exists():
+        previous = yaml.safe_load(saved.read_text())
+        if previous != recipe:
+            hint = f" and --reuse {out} to keep its iterations that this recipe shares" \
+                if shared is not None and shared(previous, recipe) else ""
+            raise HarnessError(f"{out} holds a pretraining run with another recipe; choose another --out{hint}")
+    elif out.exists() and any(out.iterdir()):
+        raise HarnessError(f"{out} is not empty and holds no pretraining run; choose another --out")
+    write_text(saved, yaml.safe_dump(recipe, sort_keys=True))
+
+
 def pretrain(corpus: Path, out: Path, recipe: dict, progress: bool = True, reuse: Path | None = None) -> list[Path]:
     """Run (or resume) every iteration of ``recipe``; return each iteration's final model dir.
 
@@ -374,21 +391,15 @@ def pretrain(corpus: Path, out: Path, recipe: dict, progress: bool = True, reuse
         if unknown:
             raise HarnessError(f"iteration {n}: unknown optim key(s) {unknown}; known: {sorted(recipe['optim'])}")
     saved = out / "recipe.yaml"
-    if saved.exists():
-        previous = yaml.safe_load(saved.read_text())
-        if previous != recipe:
-            hint = f" and --reuse {out} to keep its iterations that this recipe shares" \
-                if shared_iterations(previous, recipe) else ""
-            raise HarnessError(f"{out} holds a pretraining run with another recipe; choose another --out{hint}")
-    elif out.exists() and any(out.iterdir()):
-        raise HarnessError(f"{out} is not empty and holds no pretraining run; choose another --out")
     if reuse is not None and not saved.exists():
+        if out.exists() and any(out.iterdir()):
+            raise HarnessError(f"{out} is not empty and holds no pretraining run; choose another --out")
         with atomic_dir(out) as tmp:  # all copied or nothing: an interrupted copy leaves no half run
             reused = reuse_finished(Path(reuse), tmp, recipe)
             write_text(tmp / "recipe.yaml", recipe_text)
         if progress:
             print(f"reusing iterations 1..{reused} of {reuse}")
-    write_text(saved, recipe_text)
+    prepare_run(out, recipe, shared_iterations)
     audio = load_train_audio(corpus, recipe["data"]["layouts"], progress)
     finals: list[Path] = []
     previous: Path | None = None
@@ -548,6 +559,10 @@ def ship(run: Path, dest: Path, every: int | Sequence[int] | None = None,
                     if f.name == "model.safetensors":
                         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(f).items()}
                         save_file(tensors, target / f.name, metadata={"format": "pt"})
+                    elif f.name == "embedding_model.ckpt":  # a SpeechBrain encoder (the dino recipe)
+                        state = torch.load(f, map_location="cpu", weights_only=True)
+                        torch.save({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()},
+                                   target / f.name)
                     elif f.name == "pretrain.json":
                         meta = json.loads(f.read_text())
                         meta["stored_dtype"] = str(dtype).replace("torch.", "")

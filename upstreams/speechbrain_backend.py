@@ -54,7 +54,14 @@ def _architecture(name: str):
 def _load_pretrained(source: str):
     from speechbrain.inference.speaker import EncoderClassifier
 
-    local = Path(source).expanduser()
+    if source.startswith("@"):  # shipped with the harness (e.g. @tiny_dino/step_001500)
+        from importlib import resources
+
+        local = Path(str(resources.files("harness.upstreams").joinpath("checkpoints", *source[1:].split("/"))))
+        if not (local / "hyperparams.yaml").exists():
+            raise HarnessError(f"no packaged SpeechBrain model {source[1:]!r}")
+    else:
+        local = Path(source).expanduser()
     if local.is_dir():
         if not (local / "hyperparams.yaml").exists():
             raise HarnessError(f"{local} is not a SpeechBrain model directory (no hyperparams.yaml)")
