@@ -607,7 +607,8 @@ def _add_run_arguments(rn: argparse.ArgumentParser) -> None:
     rn.add_argument("--upstream", help="registry name or BACKEND:SOURCE")
     rn.add_argument("--checkpoints", nargs="+", help="instead of --upstream: several checkpoints of one model (paths, "
                     "globs or names); writes a checkpoint x layer grid (CSV + heatmap) of the test metric")
-    rn.add_argument("--task", required=True, help="asr, pr, phone, ic (alias slu) or sid")
+    rn.add_argument("--task", required=True, help="asr, pr, phone, ic (alias slu), sid, asv, ks or er "
+                    "(or a plugin's task)")
     rn.add_argument("--layer", default="all", help="N | weighted | A-B | 1,4,7 | all (every layer + weighted; default)")
     rn.add_argument("--data-root", help="corpus root (default: the embedded corpus)")
     rn.add_argument("--out", default="results", help="records go to OUT/UPSTREAM/TASK/ (default: results)")

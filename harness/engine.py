@@ -180,7 +180,7 @@ def prepare(req: RunRequest, upstreams=None) -> RunPlan:
     upstream = pool.get(req.upstream, random_init=req.random_init, seed=req.init_seed)
     probes = select_probes(req.layer, upstream.info, task.level)
     streamed = cache == "none"
-    pooled = task.level == "utterance" and not config["layer_norm"] and not streamed
+    pooled = task.poolable and not config["layer_norm"] and not streamed
     identity = {
         "upstream": upstream_identity(upstream, req.random_init, req.init_seed), "task": task.name,
         "config": {k: v for k, v in config.items() if k != "max_steps"}, "probes": [p.key for p in probes],
@@ -197,7 +197,7 @@ def cache_plan(plan: RunPlan):
     from .planning import plan_features
 
     return plan_features(plan.upstream, plan.task, plan.examples, plan.layers,
-                         plan.task.level == "utterance" and not plan.config["layer_norm"], plan.request.cache_dtype,
+                         plan.task.poolable and not plan.config["layer_norm"], plan.request.cache_dtype,
                          default_home() / "features")
 
 

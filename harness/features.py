@@ -347,7 +347,7 @@ def _extract_shard(entry: CacheEntry, upstream: Upstream, examples: Sequence[Exa
             entry.discard(shard, l)  # a half-written leftover
         first = entry.manifest["shards"][shard]["first"]
         chunk = examples[first: first + entry.shard_count(shard)]
-        waves = [read_audio(e.path) for e in chunk]
+        waves = [read_audio(e.path, segment=e.segment) for e in chunk]
         per_utt: list[list[np.ndarray]] = [None] * len(chunk)  # type: ignore[list-item]
         for i, out in iter_layers(upstream, waves, layers=missing):
             per_utt[i] = out

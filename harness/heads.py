@@ -172,3 +172,38 @@ def ctc_greedy(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]
             prev = t
         out.append(ids)
     return out
+
+
+class XVectorHead(Head):
+    """SUPERB ASV's x-vector head: TDNN layers over frames -> statistics pooling (mean and
+    standard deviation over valid frames) -> linear embedding; an additive-margin softmax
+    classifier over the training speakers (the task applies the margin to these cosines).
+    TDNN layers pad to keep the length, so an utterance-level layer (one frame) passes too.
+
+    ``forward`` returns ``(embedding [B, E], cosines to the speakers' weight vectors [B, speakers])``."""
+
+    def __init__(self, dim: int, speakers: int, channels: int = 256, embedding: int = 256) -> None:
+        super().__init__()
+        layers, c_in = [], dim
+        for kernel, dilation, c_out in ((5, 1, channels), (3, 2, channels), (3, 3, channels), (1, 1, channels),
+                                        (1, 1, 3 * channels)):
+            layers += [nn.Conv1d(c_in, c_out, kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2),
+                       nn.ReLU(), nn.BatchNorm1d(c_out)]
+            c_in = c_out
+        self.tdnn = nn.Sequential(*layers)
+        self.embed = nn.Linear(2 * c_in, embedding)
+        self.weight = nn.Parameter(torch.randn(speakers, embedding) * 0.01)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.dim() == 2:  # a pooled or utterance-level feature: one frame
+            x = x[:, None]
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+        h = self.tdnn(x.transpose(1, 2)).transpose(1, 2)  # [B, T, C]
+        mask = (torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]).to(h.dtype)[..., None]
+        n = lengths.clamp(min=1)[:, None].to(h.dtype)
+        mean = (h * mask).sum(1) / n
+        var = (((h - mean[:, None]) ** 2) * mask).sum(1) / n
+        emb = self.embed(torch.cat([mean, var.clamp(min=1e-8).sqrt()], dim=1))
+        cos = F.normalize(emb, dim=1) @ F.normalize(self.weight, dim=1).T
+        return emb, cos

@@ -54,7 +54,8 @@ def corpus_identity(root: Path, examples: Sequence[Example] = ()) -> dict:
             except ValueError:
                 rel = path.name
             audio = f"{rel}:{path.stat().st_size}"
-        h.update(f"{e.id}\t{audio}\t{_target_digest(e.target)}\t{e.reference}\n".encode())
+        part = f"\t{e.segment}" if e.segment else ""  # absent for whole files: earlier identities stay valid
+        h.update(f"{e.id}\t{audio}\t{_target_digest(e.target)}\t{e.reference}{part}\n".encode())
     if embedded:
         m = json.loads(meta.read_text())
         return {"kind": "harness-embedded", "profile": m.get("profile"), "seed": m.get("seed"),

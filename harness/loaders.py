@@ -100,7 +100,7 @@ class WaveDataset(Dataset):
         from .audio import read_audio
 
         e = self.examples[i]
-        return {"example": e, "wave": torch.from_numpy(read_audio(e.path))}
+        return {"example": e, "wave": torch.from_numpy(read_audio(e.path, segment=e.segment))}
 
 
 def collate(items: list[dict]) -> dict:

@@ -29,7 +29,7 @@ def audio_samples(examples: Sequence[Example]) -> list[int]:
     """Samples per file from the headers (soundfile reads no audio for this)."""
     import soundfile as sf
 
-    return [int(sf.info(str(e.path)).frames) for e in examples]
+    return [e.segment[1] - e.segment[0] if e.segment else int(sf.info(str(e.path)).frames) for e in examples]
 
 
 def free_bytes(path: Path) -> int:
@@ -202,7 +202,7 @@ def time_extraction(upstream, examples: Sequence[Example], seconds: float = 20.0
     order = rng.permutation(len(examples))
     waves, total = [], 0
     for i in order:
-        w = read_audio(examples[int(i)].path)
+        w = read_audio(examples[int(i)].path, segment=examples[int(i)].segment)
         waves.append(w)
         total += len(w)
         if total >= seconds * SAMPLE_RATE:

@@ -26,6 +26,10 @@ from typing import Sequence
 FORMAT = 2
 READABLE_FORMATS = (1, 2)
 RANDOM_INIT_SUFFIX = " (random init)"
+#: outcome kind -> (numerator field, denominator field) in the outcomes JSON
+_OUTCOME_FIELDS = {"accuracy": ("correct", "total"), "error_rate": ("errors", "lengths"),
+                   "verification": ("scores", "labels")}
+OUTCOME_KINDS = tuple(_OUTCOME_FIELDS)
 
 
 def slug(text: str) -> str:
@@ -98,12 +102,12 @@ class Outcomes:
     ids: list[str]
     numerator: list[float]
     denominator: list[float]
-    kind: str  # "accuracy" or "error_rate"
+    kind: str  # "accuracy", "error_rate" or "verification"
     extra: dict[str, list] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("accuracy", "error_rate"):
-            raise ValueError(f"outcome kind must be accuracy or error_rate, got {self.kind!r}")
+        if self.kind not in OUTCOME_KINDS:
+            raise ValueError(f"outcome kind must be one of {', '.join(OUTCOME_KINDS)}, got {self.kind!r}")
         if not len(self.ids) == len(self.numerator) == len(self.denominator):
             raise ValueError(f"outcomes of unequal length: {len(self.ids)} ids, {len(self.numerator)} numerators, "
                              f"{len(self.denominator)} denominators")
@@ -118,23 +122,32 @@ class Outcomes:
                    **extra: list) -> "Outcomes":
         return cls(list(ids), list(errors), list(lengths), "error_rate", extra)
 
+    @classmethod
+    def verification(cls, ids: Sequence[str], scores: Sequence[float], labels: Sequence[int],
+                     **extra: list) -> "Outcomes":
+        """Per trial: the score and whether it is a target trial; the value is the EER."""
+        return cls(list(ids), [float(v) for v in scores], [int(v) for v in labels], "verification", extra)
+
     @property
     def value(self) -> float:
+        if self.kind == "verification":
+            from .metrics import equal_error_rate
+
+            return equal_error_rate(self.numerator, self.denominator)
         den = sum(self.denominator)
         return float(sum(self.numerator)) / den if den else 0.0
 
     def to_json(self) -> dict:
-        num, den = ("correct", "total") if self.kind == "accuracy" else ("errors", "lengths")
+        num, den = _OUTCOME_FIELDS[self.kind]
         return {"ids": self.ids, num: self.numerator, den: self.denominator, **self.extra}
 
     @classmethod
     def from_json(cls, d: dict) -> "Outcomes":
-        if "correct" in d:
-            kind, num, den = "accuracy", "correct", "total"
-        elif "errors" in d:
-            kind, num, den = "error_rate", "errors", "lengths"
+        for kind, (num, den) in _OUTCOME_FIELDS.items():
+            if num in d:
+                break
         else:
-            raise ValueError("outcomes hold neither correct/total nor errors/lengths")
+            raise ValueError("outcomes hold neither correct/total, errors/lengths nor scores/labels")
         extra = {k: v for k, v in d.items() if k not in ("ids", num, den)}
         return cls(list(d["ids"]), list(d[num]), list(d.get(den) or [1] * len(d["ids"])), kind, extra)
 

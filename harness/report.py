@@ -83,8 +83,16 @@ def load_records(results: Path, upstream: str | None = None, task: str | None = 
 
 
 def _stat(outcomes: Outcomes, idx: np.ndarray) -> np.ndarray:
-    """Metric of bootstrap replicates: ``idx`` is ``[replicates, n]`` utterance indices."""
+    """Metric of bootstrap replicates: ``idx`` is ``[replicates, n]`` utterance (or trial) indices."""
     num, den = np.asarray(outcomes.numerator, float), np.asarray(outcomes.denominator, float)
+    if outcomes.kind == "verification":  # EER of each resampled set of trials
+        from .metrics import equal_error_rate
+
+        out = np.empty(len(idx))
+        for b, rows in enumerate(idx):
+            labels = den[rows] > 0.5
+            out[b] = equal_error_rate(num[rows], labels) if labels.any() and (~labels).any() else np.nan
+        return out
     return num[idx].sum(-1) / np.maximum(den[idx].sum(-1), 1e-12)
 
 
@@ -156,6 +164,7 @@ def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP) -> list[Rank
             per_seed = np.stack([_stat(r.outcomes, idx) for r in rs])  # [seeds, B]
             pick = seed_draw[:, : len(rs)] % len(rs)
             reps = np.take_along_axis(per_seed.T, pick, axis=1).mean(1)  # [B]
+            reps = np.where(np.isnan(reps), np.nanmean(reps), reps)  # a replicate with one trial class only
             replicates[probe] = reps
             point = float(np.mean([r.record.test[metric] for r in rs]))
             layer = rs[0].record.layer

@@ -53,6 +53,9 @@ class Example:
     path: Path
     target: Any
     reference: str | None = None
+    #: (first sample, end sample) when the utterance is a part of ``path`` (e.g. one second of
+    #: a background-noise recording for Speech Commands' _silence_ class)
+    segment: tuple[int, int] | None = None
 
 
 class Task(abc.ABC):
@@ -71,6 +74,9 @@ class Task(abc.ABC):
     metric: MetricSpec
     #: types and bounds of config keys (dotted for nested keys); others follow their default's type
     config_schema: ClassVar[Mapping[str, Field]] = BASE_SCHEMA
+    #: True when the head's first operation is linear and then a mean over frames, so per-layer
+    #: utterance means can be cached instead of frames (exactly the same logits)
+    poolable: ClassVar[bool] = False
 
     def __init__(self, config: dict) -> None:
         self.config = config
@@ -197,6 +203,7 @@ class UtteranceClassificationTask(Task):
     level = "utterance"
     metric = MetricSpec("accuracy", higher_is_better=True)
     config_schema = {**BASE_SCHEMA, "head.proj": Field(int, minimum=1)}
+    poolable = True
 
     def prepare(self, train: list[Example]) -> None:
         slots = len(train[0].target)

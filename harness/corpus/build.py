@@ -35,11 +35,13 @@ from . import align as alignment
 from .layout import (
     ALIGNMENT_DIR,
     FSC_DIR,
+    IEMOCAP_DIR,
     LIBRI_DIR,
     LIBRI_SPLITS,
     PHONE_DIR,
     PHONE_INVENTORY,
     PHONE_TABLE,
+    SC_DIR,
     VOX_DIR,
     CorpusPaths,
 )
@@ -63,11 +65,41 @@ class Profile:
     vox_sessions: int  # sessions per speaker: all but the last two train, then dev, test
     vox_utts_per_session: int
     vocabulary: int
+    vox_verification_speakers: int = 8  # VoxCeleb1 speakers whose utterances form veri_test.txt
+    vox_trials: int = 2000  # trials in veri_test.txt (half target, half non-target)
+    sc_split_speakers: tuple[int, int, int] = (32, 8, 8)  # Speech Commands: train, validation, test
+    sc_keyword_repeats: int = 2  # each keyword said this many times by each speaker
+    sc_unknown_words: int = 6  # other words per speaker (the _unknown_ class)
+    emo_sessions: int = 5  # IEMOCAP-style: sessions of one female and one male speaker
+    emo_utts_per_class: int = 12  # per speaker, per style
 
 
 PROFILES: dict[str, Profile] = {
-    "tiny": Profile("tiny", 8, (4, 2, 2), 6, (4, 2, 2), 8, 3, 3, 800),
+    "tiny": Profile("tiny", 8, (4, 2, 2), 6, (4, 2, 2), 8, 3, 3, 800, vox_verification_speakers=2, vox_trials=40,
+                    sc_split_speakers=(4, 2, 2), sc_keyword_repeats=1, sc_unknown_words=2, emo_sessions=5,
+                    emo_utts_per_class=2),
     "default": Profile("default", 48, (32, 8, 8), 40, (32, 8, 8), 40, 4, 6, 6000),
+}
+
+#: every layout a corpus holds, by name (a corpus built before one existed gets it on the next build)
+LAYOUTS = {"librispeech": LIBRI_DIR, "fsc": FSC_DIR, "voxceleb1": VOX_DIR, "phone_labels": PHONE_DIR,
+           "voxceleb1_trials": f"{VOX_DIR}/veri_test.txt", "speech_commands": SC_DIR, "iemocap": IEMOCAP_DIR}
+#: Speech Commands v0.01: the ten keywords of SUPERB KS and the other words (-> _unknown_)
+SC_KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+SC_OTHER_WORDS = ("bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin", "nine", "one",
+                  "seven", "sheila", "six", "three", "tree", "two", "wow", "zero")
+SC_NOISES = ("doing_the_dishes", "dude_miaowing", "exercise_bike", "pink_noise", "running_tap", "white_noise")
+SC_NOISE_SECONDS = 60
+#: speaking styles of the IEMOCAP-layout corpus: prosody only (the text is drawn the same way
+#: for every style), so a classifier can only use rate, pitch level and range, and loudness.
+#: 'exc' (excited) is merged into 'hap' by SUPERB ER; 'fru' is a label SUPERB ER leaves out.
+EMO_STYLES = {
+    "neu": {"rate": 0, "pitch": 0, "range": 0, "volume": 100},
+    "hap": {"rate": 18, "pitch": 14, "range": 30, "volume": 125},
+    "exc": {"rate": 28, "pitch": 20, "range": 40, "volume": 140},
+    "sad": {"rate": -40, "pitch": -12, "range": -30, "volume": 65},
+    "ang": {"rate": 12, "pitch": 4, "range": 12, "volume": 175},
+    "fru": {"rate": 5, "pitch": -4, "range": -10, "volume": 120},
 }
 
 
@@ -166,7 +198,64 @@ def plan(profile: Profile, seed: int) -> tuple[list[SpeakerRecipe], list[dict]]:
                     "texts": sentence_candidates(rng), "jitter": _jitter(rng), "channel": channel,
                     "noise_seed": int(rng.integers(2**31)), "format": "WAV",
                 })
+
+    # layouts added later draw from their own streams, so the ones above stay byte-identical
+    sc_ss, emo_ss = root.spawn(2)
+    jobs += _speech_commands_jobs(profile, speakers, np.random.default_rng(sc_ss))
+    jobs += _iemocap_jobs(profile, speakers, np.random.default_rng(emo_ss), sentence_candidates)
     return speakers, jobs
+
+
+def _speech_commands_jobs(profile: Profile, speakers: list[SpeakerRecipe], rng: np.random.Generator) -> list[dict]:
+    """Speech Commands v0.01: one-second clips of single words, speaker-disjoint split lists."""
+    order = [int(i) for i in rng.permutation(profile.speakers)]
+    n_train, n_dev, n_test = profile.sc_split_speakers
+    jobs = []
+    for k, spk in enumerate(order[: n_train + n_dev + n_test]):
+        split = "train" if k < n_train else "validation" if k < n_train + n_dev else "testing"
+        speaker_hash = f"{int(rng.integers(2**32)):08x}"
+        channel = _channel(rng)
+        others = [SC_OTHER_WORDS[int(i)] for i in rng.permutation(len(SC_OTHER_WORDS))[: profile.sc_unknown_words]]
+        words = [w for w in SC_KEYWORDS for _ in range(profile.sc_keyword_repeats)] + others
+        counts: dict[str, int] = {}
+        for word in words:
+            n = counts[word] = counts.get(word, -1) + 1
+            rel = f"{word}/{speaker_hash}_nohash_{n}.wav"
+            jobs.append({
+                "corpus": "speech_commands", "split": split, "utt": rel, "speaker": spk, "path": f"{SC_DIR}/{rel}",
+                "texts": [word], "jitter": _jitter(rng), "channel": channel, "noise_seed": int(rng.integers(2**31)),
+                "format": "WAV", "fit_samples": OUT_RATE, "offset_fraction": round(float(rng.random()), 4),
+            })
+    return jobs
+
+
+def _iemocap_jobs(profile: Profile, speakers: list[SpeakerRecipe], rng: np.random.Generator,
+                  sentence_candidates) -> list[dict]:
+    """IEMOCAP layout: sessions of a female and a male speaker, every style from each speaker."""
+    women = [s.index for s in speakers if s.gender == "f"]
+    men = [s.index for s in speakers if s.gender == "m"]
+    women = [women[int(i)] for i in rng.permutation(len(women))]
+    men = [men[int(i)] for i in rng.permutation(len(men))]
+    jobs = []
+    for session in range(1, profile.emo_sessions + 1):
+        pair = {"F": women[(session - 1) % len(women)], "M": men[(session - 1) % len(men)]}
+        for letter, spk in pair.items():
+            dialog = f"Ses{session:02d}{letter}_impro01"
+            channel = _channel(rng)
+            styles = [style for style in EMO_STYLES for _ in range(profile.emo_utts_per_class)
+                      if style not in ("exc", "fru")]
+            styles += ["exc"] * max(1, profile.emo_utts_per_class // 3) + ["fru"] * max(1, profile.emo_utts_per_class // 4)
+            styles = [styles[int(i)] for i in rng.permutation(len(styles))]
+            for n, style in enumerate(styles):
+                utt = f"{dialog}_{letter}{n:03d}"
+                jobs.append({
+                    "corpus": "iemocap", "split": session, "utt": utt, "speaker": spk, "dialog": dialog,
+                    "path": f"{IEMOCAP_DIR}/Session{session}/sentences/wav/{dialog}/{utt}.wav",
+                    "texts": sentence_candidates(rng), "jitter": _jitter(rng), "channel": channel,
+                    "noise_seed": int(rng.integers(2**31)), "format": "WAV", "emotion": style,
+                    "prosody": EMO_STYLES[style],
+                })
+    return jobs
 
 
 # ----------------------------------------------------------------- synthesis worker
@@ -200,8 +289,11 @@ def _synthesise(job: dict) -> dict:
 
     engine, spk, root = _ENGINE, _SPEAKERS[job["speaker"]], _ROOT
     voice = spk.voice
-    rate = spk.rate + job["jitter"]["rate"]
-    pitch = int(np.clip(spk.pitch + job["jitter"]["pitch"], 0, 100))
+    prosody = job.get("prosody") or {}
+    rate = max(80, spk.rate + job["jitter"]["rate"] + prosody.get("rate", 0))
+    pitch = int(np.clip(spk.pitch + job["jitter"]["pitch"] + prosody.get("pitch", 0), 0, 100))
+    pitch_range = int(np.clip(spk.pitch_range + prosody.get("range", 0), 0, 100))
+    volume = int(prosody.get("volume", 100))
     counts: dict[str, int] = {}
 
     def phone_count(word: str) -> int:
@@ -211,17 +303,24 @@ def _synthesise(job: dict) -> dict:
 
     last_error = None
     for text in job["texts"]:
-        syn = engine.synthesize(text, voice, rate=rate, pitch=pitch, pitch_range=spk.pitch_range,
-                                rand_seed=job["noise_seed"])
+        syn = engine.synthesize(text, voice, rate=rate, pitch=pitch, pitch_range=pitch_range,
+                                rand_seed=job["noise_seed"], volume=volume)
         x = syn.audio.astype(np.float64) / 32768.0
         y = resample_poly(x, 320, 441)
+        spoken = len(y)
+        shift = 0
+        if job.get("fit_samples"):  # a fixed-length clip (Speech Commands: one second)
+            y, shift = _fit(y, int(job["fit_samples"]), float(job["offset_fraction"]))
         y = _apply_channel(y, job["channel"], job["noise_seed"])
         pcm = np.clip(np.round(y * 32767.0), -32768, 32767).astype(np.int16)
         try:
-            phones, words = alignment.align(syn, text, len(pcm), phone_count)
+            phones, words = alignment.align(syn, text, spoken, phone_count)
         except alignment.AlignmentError as exc:
             last_error = str(exc)
             continue
+        if job.get("fit_samples"):
+            phones = _shift_alignment(phones, shift, len(pcm), fill=alignment.SILENCE)
+            words = _shift_alignment(words, shift, len(pcm))
         audio_path = root / job["path"]
         with atomic_path(audio_path) as tmp:
             sf.write(str(tmp), pcm, OUT_RATE, subtype="PCM_16", format=job["format"])
@@ -241,6 +340,32 @@ def _ignore_interrupts() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _fit(y: np.ndarray, samples: int, offset_fraction: float) -> tuple[np.ndarray, int]:
+    """Place a word in a clip of exactly ``samples``: padded with silence at a drawn offset, or
+    its centre kept when it is longer. Returns the clip and the word's shift in samples."""
+    if len(y) <= samples:
+        shift = int(round((samples - len(y)) * offset_fraction))
+        return np.concatenate([np.zeros(shift), y, np.zeros(samples - len(y) - shift)]), shift
+    start = (len(y) - samples) // 2
+    return y[start:start + samples], -start
+
+
+def _shift_alignment(segments: list, shift: int, total: int, fill: str | None = None) -> list:
+    """Segments moved by ``shift`` samples and clipped to ``[0, total)``; with ``fill``, the
+    padding before and after becomes segments of that label (phones tile the clip)."""
+    out = []
+    for seg in segments:
+        start, end = max(0, seg.start + shift), min(total, seg.end + shift)
+        if end > start:
+            out.append(type(seg)(seg.label, start, end))
+    if fill is not None and out:
+        if out[0].start > 0:
+            out.insert(0, type(out[0])(fill, 0, out[0].start))
+        if out[-1].end < total:
+            out.append(type(out[0])(fill, out[-1].end, total))
+    return out
 
 
 def _run_job(job: dict) -> dict:
@@ -301,7 +426,9 @@ def _assemble(root: Path, profile: Profile, seed: int, speakers: list[SpeakerRec
         write_text(paths.ctm(split, "phones"), "\n".join(ctm_phones[split]) + "\n")
 
     # s3prl phone_linear labels: one line per utterance, phone indices at 10 ms
-    inventory = sorted({p[0] for r in records.values() for p in r["phones"]} - {alignment.SILENCE})
+    # the inventory of the first three layouts' phones (later layouts must not renumber the labels)
+    first = [j for j in jobs if j["corpus"] in ("librispeech", "fsc", "voxceleb1")]
+    inventory = sorted({p[0] for j in first for p in records[j["utt"]]["phones"]} - {alignment.SILENCE})
     inventory = [alignment.SILENCE] + inventory
     index = {p: i for i, p in enumerate(inventory)}
     write_text(paths.phone_labels / PHONE_INVENTORY, "".join(f"{p} {i}\n" for p, i in index.items()))
@@ -332,6 +459,29 @@ def _assemble(root: Path, profile: Profile, seed: int, speakers: list[SpeakerRec
     # VoxCeleb1 identification split
     iden = sorted(f"{j['split']} {j['utt']}" for j in by_corpus["voxceleb1"])
     write_text(paths.voxceleb1 / "iden_split.txt", "\n".join(iden) + "\n")
+    # VoxCeleb1 verification trials (veri_test.txt): among a few speakers kept out of ASV training
+    write_text(paths.voxceleb1 / "veri_test.txt", "\n".join(_trials(by_corpus["voxceleb1"], profile, seed)) + "\n")
+
+    # Speech Commands v0.01: split lists (train = every clip not listed) and background noise
+    for split, name in (("validation", "validation_list.txt"), ("testing", "testing_list.txt")):
+        listed = sorted(j["utt"] for j in by_corpus["speech_commands"] if j["split"] == split)
+        write_text(paths.speech_commands / name, "\n".join(listed) + "\n")
+    _write_background_noise(paths.speech_commands / "_background_noise_", seed)
+
+    # IEMOCAP: one EmoEvaluation file per dialog, '[start - end]<TAB>utterance<TAB>label<TAB>[v, a, d]'
+    by_dialog: dict[tuple[int, str], list[dict]] = defaultdict(list)
+    for job in by_corpus["iemocap"]:
+        by_dialog[(job["split"], job["dialog"])].append(job)
+    for (session, dialog), items in sorted(by_dialog.items()):
+        lines, t = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""], 0.0
+        for job in sorted(items, key=lambda j: j["utt"]):
+            dur = records[job["utt"]]["samples"] / OUT_RATE
+            vad = EMO_VAD[job["emotion"]]
+            lines.append(f"[{t:.4f} - {t + dur:.4f}]\t{job['utt']}\t{job['emotion']}\t"
+                         f"[{vad[0]:.4f}, {vad[1]:.4f}, {vad[2]:.4f}]")
+            t += dur + 0.5
+        write_text(paths.iemocap / f"Session{session}" / "dialog" / "EmoEvaluation" / f"{dialog}.txt",
+                   "\n".join(lines) + "\n")
 
     stats = corpus_statistics(jobs, records)
     meta = {
@@ -344,10 +494,67 @@ def _assemble(root: Path, profile: Profile, seed: int, speakers: list[SpeakerRec
         "phone_inventory": inventory,
         "speakers": [s.to_dict() for s in speakers],
         "statistics": stats,
-        "layouts": {"librispeech": LIBRI_DIR, "fsc": FSC_DIR, "voxceleb1": VOX_DIR, "phone_labels": PHONE_DIR},
+        "layouts": LAYOUTS,
     }
     write_json(paths.metadata, meta)
     return meta
+
+
+EMO_VAD = {"neu": (2.5, 2.5, 2.5), "hap": (4.0, 3.5, 3.0), "exc": (4.0, 4.0, 3.0), "sad": (1.5, 2.0, 2.0),
+           "ang": (1.5, 4.0, 4.0), "fru": (2.0, 3.5, 3.0)}  # valence, activation, dominance (1-5)
+
+
+def _trials(vox_jobs: list[dict], profile: Profile, seed: int) -> list[str]:
+    """``label enrol test`` lines over the utterances of the verification speakers (the last ones
+    by id, like VoxCeleb1's id10270-id10309): half target trials (same speaker, another
+    session), half non-target, each utterance about equally often."""
+    rng = np.random.default_rng([seed, 4711])
+    by_speaker: dict[int, list[dict]] = defaultdict(list)
+    for job in vox_jobs:
+        by_speaker[job["speaker"]].append(job)
+    test = sorted(by_speaker)[-profile.vox_verification_speakers:]
+    utts = [(spk, j["utt"], j["utt"].split("/")[1]) for spk in test for j in sorted(by_speaker[spk], key=lambda j: j["utt"])]
+    lines: set[str] = set()
+    want = profile.vox_trials
+    while len(lines) < want:
+        a = utts[int(rng.integers(len(utts)))]
+        target = len(lines) % 2 == 0
+        pool = [u for u in utts if (u[0] == a[0]) == target and u[2] != a[2]]
+        b = pool[int(rng.integers(len(pool)))]
+        lines.add(f"{int(target)} {a[1]} {b[1]}")
+    return sorted(lines)
+
+
+def _write_background_noise(folder: Path, seed: int) -> None:
+    """Six minute-long noise recordings named as in Speech Commands (the _silence_ class is cut
+    from them): white, pink, a running tap, an exercise bike, dishes, a cat."""
+    import soundfile as sf
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng([seed, 1729])
+    n = SC_NOISE_SECONDS * OUT_RATE
+    t = np.arange(n) / OUT_RATE
+    white = rng.standard_normal(n)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1))
+    pink = np.fft.irfft(spectrum, n)
+    tap = lfilter([1.0], [1.0, -0.97], rng.standard_normal(n)) * (1 + 0.3 * np.sin(2 * np.pi * 3.1 * t))
+    bike = lfilter([1.0], [1.0, -0.9], rng.standard_normal(n)) * (0.5 + 0.5 * np.abs(np.sin(2 * np.pi * 1.3 * t)))
+    dishes = 0.2 * rng.standard_normal(n)
+    for start in rng.integers(0, n - 4000, size=90):
+        f = rng.uniform(1500, 5000)
+        k = np.arange(4000)
+        dishes[start:start + 4000] += 3 * np.sin(2 * np.pi * f * k / OUT_RATE) * np.exp(-k / 600)
+    cat = 0.1 * rng.standard_normal(n)
+    for start in rng.integers(0, n - 8000, size=25):
+        k = np.arange(8000)
+        f0 = rng.uniform(400, 700) * (1 + 0.3 * np.sin(np.pi * k / 8000))
+        cat[start:start + 8000] += np.sin(2 * np.pi * np.cumsum(f0) / OUT_RATE) * np.hanning(8000)
+    for name, x in zip(SC_NOISES, (dishes, cat, bike, pink, tap, white)):
+        x = 0.1 * x / (np.abs(x).max() + 1e-9)
+        pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
+        with atomic_path(folder / f"{name}.wav") as tmp:
+            sf.write(str(tmp), pcm, OUT_RATE, subtype="PCM_16", format="WAV")
 
 
 def corpus_statistics(jobs: list[dict], records: dict[str, dict]) -> dict:
@@ -375,11 +582,11 @@ def corpus_statistics(jobs: list[dict], records: dict[str, dict]) -> dict:
 
 
 def format_statistics(stats: dict) -> str:
-    lines = [f"{'corpus':<12}{'split':<18}{'hours':>7}{'utts':>7}{'spk':>5}{'phones':>8}{'ph.types':>9}{'words':>7}{'w.types':>8}"]
+    lines = [f"{'corpus':<16}{'split':<16}{'hours':>7}{'utts':>7}{'spk':>5}{'phones':>8}{'ph.types':>9}{'words':>7}{'w.types':>8}"]
     for corpus in sorted(stats):
         for split in sorted(stats[corpus]):
             s = stats[corpus][split]
-            lines.append(f"{corpus:<12}{split:<18}{s['hours']:>7.3f}{s['utterances']:>7}{s['speakers']:>5}"
+            lines.append(f"{corpus:<16}{split:<16}{s['hours']:>7.3f}{s['utterances']:>7}{s['speakers']:>5}"
                          f"{s['phone_tokens']:>8}{s['phone_types']:>9}{s['word_tokens']:>7}{s['word_types']:>8}")
     return "\n".join(lines)
 
@@ -402,16 +609,24 @@ def build(out: Path, profile_name: str = "default", seed: int = 0, workers: int 
         raise HarnessError(f"cannot create output directory {out}: {exc.strerror}") from None
     if not os.access(out, os.W_OK):
         raise HarnessError(f"output directory {out} is not writable; choose another --out")
+    build_dir = out / ".build"
+    stamp = build_dir / "identity.json"
     if paths.metadata.exists() and paths.manifest.exists():
         meta = json.loads(paths.metadata.read_text())
         if {k: meta.get(k) for k in identity} != identity:
             raise HarnessError(
                 f"{out} already holds a corpus built with profile {meta.get('profile')!r} seed {meta.get('seed')}; "
                 "use another --out or delete it")
-        return meta
-    build_dir = out / ".build"
+        missing = sorted(set(LAYOUTS) - set(meta.get("layouts", {})))
+        if not missing:
+            return meta
+        # built before these layouts existed: synthesis is deterministic, so finishing the build
+        # adds them and rewrites the existing files with identical bytes
+        if progress:
+            print(f"adding layout(s) {', '.join(missing)} to the corpus at {out}", file=sys.stderr)
+        build_dir.mkdir(exist_ok=True)
+        write_json(stamp, identity)
     build_dir.mkdir(exist_ok=True)
-    stamp = build_dir / "identity.json"
     if stamp.exists() and json.loads(stamp.read_text()) != identity:
         raise HarnessError(f"{out} holds an unfinished build with different settings; use another --out or delete it")
     if not stamp.exists() and any(p.name != ".build" for p in out.iterdir()):

@@ -168,17 +168,18 @@ class Espeak:
         return 0
 
     def synthesize(self, text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-                   rand_seed: int = 0) -> Synthesis:
+                   rand_seed: int = 0, volume: int = 100) -> Synthesis:
         """Synthesise ``text`` with ``voice`` (e.g. ``"en-us+m3"``).
 
-        ``rate`` is words per minute; ``pitch``/``pitch_range`` are espeak's 0-100 scale.
+        ``rate`` is words per minute; ``pitch``/``pitch_range`` are espeak's 0-100 scale;
+        ``volume`` is espeak's amplitude (100 = normal).
         ``rand_seed`` seeds espeak's noise source (breathy voices); espeak otherwise
         seeds it from the clock at initialisation.
         """
         self._lib.espeak_ng_SetRandSeed(ctypes.c_long(rand_seed))
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise HarnessError(f"espeak-ng has no voice {voice!r}")
-        for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range), (_PARAM_VOLUME, 100)):
+        for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range), (_PARAM_VOLUME, volume)):
             self._lib.espeak_SetParameter(param, int(value), 0)
         self._chunks, self._events, self._end_sample = [], [], None
         data = text.encode("utf-8")

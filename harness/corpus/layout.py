@@ -13,6 +13,8 @@ LIBRI_SPLITS = tuple(_LIBRI_SPLIT_OF.values())  # train, dev, test folders
 PHONE_DIR = "libri_phone"  # s3prl phone_linear's label folder
 FSC_DIR = "fluent_speech_commands_dataset"
 VOX_DIR = "VoxCeleb1"
+SC_DIR = "speech_commands_v0.01"  # Speech Commands v0.01: WORD/SPEAKER_nohash_N.wav + split lists
+IEMOCAP_DIR = "IEMOCAP_full_release"  # SessionN/sentences/wav/DIALOG/UTT.wav + dialog/EmoEvaluation
 METADATA_NAME = "corpus.json"
 MANIFEST_NAME = "manifest.sha256"
 ALIGNMENT_DIR = "alignments"  # inside LIBRI_DIR: SPLIT.{words,phones}.ctm
@@ -55,6 +57,14 @@ class CorpusPaths:
     @property
     def voxceleb1(self) -> Path:
         return self.root / VOX_DIR
+
+    @property
+    def speech_commands(self) -> Path:
+        return self.root / SC_DIR
+
+    @property
+    def iemocap(self) -> Path:
+        return self.root / IEMOCAP_DIR
 
     @property
     def alignments(self) -> Path:

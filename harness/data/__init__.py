@@ -6,10 +6,19 @@ serve the embedded synthetic corpus and the real corpora, unchanged.
 
 from .alignments import CtmSegment, read_ctm, read_phone_labels
 from .fsc import FscUtterance, read_fsc
+from .iemocap import EmotionUtterance, read_iemocap
 from .librispeech import LibriUtterance, read_librispeech
-from .voxceleb import VoxUtterance, read_voxceleb1
+from .speech_commands import CommandClip, background_noise, read_speech_commands
+from .voxceleb import (
+    Trial,
+    VoxUtterance,
+    read_voxceleb1,
+    read_voxceleb1_all,
+    read_voxceleb1_trials,
+)
 
 __all__ = [
     "LibriUtterance", "read_librispeech", "FscUtterance", "read_fsc", "VoxUtterance", "read_voxceleb1",
-    "CtmSegment", "read_ctm", "read_phone_labels",
+    "CtmSegment", "read_ctm", "read_phone_labels", "Trial", "read_voxceleb1_all", "read_voxceleb1_trials",
+    "CommandClip", "background_noise", "read_speech_commands", "EmotionUtterance", "read_iemocap",
 ]

@@ -46,3 +46,42 @@ def read_voxceleb1(root: str | Path, split: str) -> list[VoxUtterance]:
             raise HarnessError(f"{table}:{n} lists {rel} but {audio} is missing")
         utts.append(VoxUtterance(rel.rsplit(".", 1)[0], audio, rel.split("/")[0]))
     return utts
+
+
+@dataclass(frozen=True)
+class Trial:
+    target: bool  # same speaker
+    enrol: str  # idNNNNN/SESSION/NNNNN (no extension)
+    test: str
+
+
+def read_voxceleb1_trials(root: str | Path, name: str = "veri_test.txt") -> list[Trial]:
+    """``label enrol test`` lines (label 1 = same speaker), as in VoxCeleb1's veri_test.txt;
+    every file a trial names must exist."""
+    base = _root(Path(root))
+    table = base / name
+    if not table.exists():
+        raise HarnessError(f"missing {table}; VoxCeleb1 verification needs its trial list (veri_test.txt)")
+    trials = []
+    for n, line in enumerate(table.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 3 or parts[0] not in ("0", "1"):
+            raise HarnessError(f"{table}:{n} is not '<0|1> enrol.wav test.wav'")
+        for rel in parts[1:]:
+            if not (base / "wav" / rel).exists():
+                raise HarnessError(f"{table}:{n} names {rel} but {base / 'wav' / rel} is missing")
+        trials.append(Trial(parts[0] == "1", parts[1].rsplit(".", 1)[0], parts[2].rsplit(".", 1)[0]))
+    if not trials:
+        raise HarnessError(f"{table} lists no trials")
+    return trials
+
+
+def read_voxceleb1_all(root: str | Path) -> list[VoxUtterance]:
+    """Every utterance of iden_split.txt, whatever its split, sorted by id."""
+    return sorted((u for split in VOX_SPLITS for u in read_voxceleb1(root, split)), key=lambda u: u.id)
+
+
+def voxceleb1_path(root: str | Path, utt_id: str) -> Path:
+    return _root(Path(root)) / "wav" / f"{utt_id}.wav"

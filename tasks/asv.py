@@ -1,0 +1,123 @@
+"""Automatic speaker verification on VoxCeleb1 (SUPERB ASV): an x-vector head trained with an
+additive-margin softmax on the training speakers; utterance embeddings scored by cosine
+similarity on the trial list; equal error rate (lower is better) and minDCF (p_target 0.01).
+
+Speakers: the trial list's speakers (``veri_test.txt``) are the test set and never trained
+on; of the other speakers, the last ``dev_speakers`` (by id) are held out for model selection
+on dev trials built the same way (half target, cross-session); the rest train. The bootstrap
+intervals resample trials.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.config import Field
+from harness.data import read_voxceleb1_all, read_voxceleb1_trials
+from harness.errors import HarnessError
+from harness.heads import XVectorHead
+from harness.metrics import equal_error_rate, min_dcf
+from harness.task import (
+    BASE_SCHEMA,
+    Example,
+    LabelMap,
+    MetricSpec,
+    Outcomes,
+    Task,
+    require_examples,
+)
+
+
+class SpeakerVerification(Task):
+    name = "asv"
+    level = "utterance"
+    dataset = "voxceleb1"
+    metric = MetricSpec("eer", higher_is_better=False)
+    config_schema = {**BASE_SCHEMA, "dev_speakers": Field(int, minimum=2), "dev_trials": Field(int, minimum=10),
+                     "head.channels": Field(int, minimum=1), "head.embedding": Field(int, minimum=1),
+                     "head.margin": Field(float, minimum=0, maximum=1), "head.scale": Field(float, above=0)}
+
+    def __init__(self, config: dict) -> None:
+        super().__init__(config)
+        self.trials: dict[str, list[tuple[str, str, int]]] = {}
+        self._split_of: dict[str, str] = {}
+
+    def examples(self, data_root: Path, split: str) -> list[Example]:
+        utts = read_voxceleb1_all(data_root)
+        test_trials = read_voxceleb1_trials(data_root)
+        test_ids = {t.enrol for t in test_trials} | {t.test for t in test_trials}
+        test_speakers = {i.split("/")[0] for i in test_ids}
+        others = sorted({u.speaker for u in utts} - test_speakers)
+        k = int(self.config["dev_speakers"])
+        if len(others) <= k:
+            raise HarnessError(f"VoxCeleb1 under {data_root}: {len(others)} speakers outside the trial list, need more "
+                               f"than dev_speakers={k} to train on")
+        dev_speakers = set(others[-k:])
+        if split == "test":
+            self.trials["test"] = [(t.enrol, t.test, int(t.target)) for t in test_trials]
+            chosen = [u for u in utts if u.id in test_ids]
+        elif split == "dev":
+            chosen = [u for u in utts if u.speaker in dev_speakers]
+            self.trials["dev"] = self._dev_trials(chosen)
+        else:
+            chosen = [u for u in utts if u.speaker not in dev_speakers and u.speaker not in test_speakers]
+        for u in chosen:
+            self._split_of[u.id] = split
+        return require_examples([Example(u.id, u.path, (u.speaker,)) for u in chosen], f"VoxCeleb1 {split}", data_root)
+
+    def _dev_trials(self, utts) -> list[tuple[str, str, int]]:
+        """Half target (same speaker, another session), half non-target, drawn with a fixed seed."""
+        rng = np.random.default_rng(20240)
+        by_speaker: dict[str, list] = {}
+        for u in utts:
+            by_speaker.setdefault(u.speaker, []).append(u)
+        items = [(u.speaker, u.id, u.id.split("/")[1]) for u in utts]
+        out: set[tuple[str, str, int]] = set()
+        want = int(self.config["dev_trials"])
+        for _ in range(want * 20):
+            if len(out) >= want:
+                break
+            a = items[int(rng.integers(len(items)))]
+            target = len(out) % 2 == 0
+            pool = [b for b in items if (b[0] == a[0]) == target and b[2] != a[2]]
+            if pool:
+                b = pool[int(rng.integers(len(pool)))]
+                out.add((a[1], b[1], int(target)))
+        return sorted(out)
+
+    def prepare(self, train: list[Example]) -> None:
+        self.speakers = LabelMap(e.target[0] for e in train)
+
+    def build_head(self, dim: int):
+        h = self.config["head"]
+        return XVectorHead(dim, len(self.speakers), channels=int(h["channels"]), embedding=int(h["embedding"]))
+
+    def batch_targets(self, examples, frames, hop, offset=0):
+        return {"targets": torch.tensor([self.speakers.encode(e.target[0]) for e in examples], dtype=torch.long)}
+
+    def loss(self, output, batch):
+        """AM-softmax: cross-entropy of ``scale * (cos - margin * one_hot(speaker))``."""
+        _, cos = output
+        y = batch["targets"]
+        h = self.config["head"]
+        onehot = F.one_hot(y.clamp(min=0), cos.shape[1]).to(cos.dtype) * (y >= 0)[:, None]
+        return F.cross_entropy(float(h["scale"]) * (cos - float(h["margin"]) * onehot), y, ignore_index=-1)
+
+    def predict(self, output, batch):
+        emb, _ = output
+        return list(F.normalize(emb.float(), dim=1).cpu().numpy())
+
+    def score(self, predictions, examples):
+        split = self._split_of.get(examples[0].id) if examples else None
+        trials = self.trials.get(split or "")
+        if not trials:
+            raise HarnessError("speaker verification scored examples that belong to no trial list")
+        scores = [float(np.dot(predictions[a], predictions[b])) for a, b, _ in trials]
+        labels = [label for _, _, label in trials]
+        ids = [f"{a}|{b}" for a, b, _ in trials]
+        metrics = {"eer": equal_error_rate(scores, labels), "min_dcf": min_dcf(scores, labels)}
+        return metrics, Outcomes.verification(ids, scores, labels)
