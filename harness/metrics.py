@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 
 def error_counts(references: Sequence[str], hypotheses: Sequence[str], unit: str = "word") -> tuple[list[int], list[int]]:
     """Per-utterance (edits, reference length) for word (WER/PER on space-separated tokens)
@@ -49,11 +51,9 @@ def accuracy(correct: Sequence[float], weights: Sequence[float] | None = None) -
     return float(sum(correct)) / total if total else 0.0
 
 
-def detection_errors(scores, labels) -> tuple["np.ndarray", "np.ndarray"]:
+def detection_errors(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     """Miss and false-alarm rates at every threshold between sorted scores (accept when score >=
     threshold): ``(p_miss, p_fa)``, each ``[n + 1]``, from accepting nothing to accepting all."""
-    import numpy as np
-
     scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
     order = np.argsort(-scores, kind="stable")
     lab = labels[order]
@@ -68,8 +68,6 @@ def detection_errors(scores, labels) -> tuple["np.ndarray", "np.ndarray"]:
 def equal_error_rate(scores, labels) -> float:
     """EER: the rate where miss and false-alarm rates are equal, linearly interpolated between
     the two operating points whose difference changes sign."""
-    import numpy as np
-
     p_miss, p_fa = detection_errors(scores, labels)
     diff = p_miss - p_fa  # decreasing from 1 to -1 as more trials are accepted
     k = int(np.argmax(diff <= 0))  # first point where false alarms reach misses
@@ -82,8 +80,6 @@ def equal_error_rate(scores, labels) -> float:
 
 def min_dcf(scores, labels, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
     """Minimum normalised detection cost (NIST SRE), SUPERB ASV's setting by default."""
-    import numpy as np
-
     p_miss, p_fa = detection_errors(scores, labels)
     cost = c_miss * p_target * p_miss + c_fa * (1 - p_target) * p_fa
     return float(np.min(cost) / min(c_miss * p_target, c_fa * (1 - p_target)))
