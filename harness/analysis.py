@@ -6,7 +6,10 @@ Protocol for CCA (after Pasad, Shi and Livescu's layer-wise analysis):
 - ``phone``: one sample per phone segment (silence excluded): the layer's mean over the
   middle third of the segment's frames, paired with the phone's one-hot vector;
 - ``word``: one sample per token of the most frequent words: the mean over the word's
-  frames, paired with the word's one-hot vector.
+  frames, paired with the word's one-hot vector;
+- ``syllable``, ``position``, ``speaker``: the other levels of :mod:`harness.levels` (a
+  syllable's or an utterance's mean frame against its one-hot; every frame against its
+  word-position one-hot).
 One-hot properties drop their last column (the centred one-hot covariance is otherwise
 singular by construction). Scoring follows :class:`CcaProtocol`: 10 label-stratified folds,
 3 trials with their own dev and test fold, CCA fitted on the other 8 for every pair of
@@ -180,15 +183,33 @@ def property_samples(kind: str, upstream, utts: Utterances, frames: list[list[np
             keep = np.sort(rng.choice(len(y_all), size=max_samples, replace=False))
             x_all, y_all, lab = [x[keep] for x in x_all], y_all[keep], lab[keep]
         return x_all, y_all, lab
-    segs_by_utt = utts.phones if kind == "phone" else utts.words
+    from .levels import frame_labels, spans, to_spans
+
+    if kind == "position":  # frame-level categories: each frame's word position against its one-hot
+        classes = ["B", "E", "I", "sil"]
+        for e, layers in zip(utts.examples, frames):
+            n = _frame_count(layers)
+            words = to_spans(utts.words.get(e.id, []))
+            grid = frame_labels(words, (n * hop + offset) / SAMPLE_RATE + 0.02)
+            centre_frames = np.minimum((_centres(n, hop, offset) / SAMPLE_RATE / 0.01).astype(int), len(grid) - 1)
+            for l in range(n_layers):
+                xs[l].append(_frames_of(layers[l], n))
+            lab = np.array([classes.index(grid[j]) for j in centre_frames])
+            one = np.zeros((n, len(classes) - 1))
+            one[lab < len(classes) - 1, lab[lab < len(classes) - 1]] = 1.0
+            ys.append(one)
+            labels += lab.tolist()
+        x_all, y_all, lab = [np.concatenate(x) for x in xs], np.concatenate(ys), np.asarray(labels)
+        if len(y_all) > max_samples:
+            keep = np.sort(rng.choice(len(y_all), size=max_samples, replace=False))
+            x_all, y_all, lab = [x[keep] for x in x_all], y_all[keep], lab[keep]
+        return x_all, y_all, lab
     items = []  # (utt index, label, first frame, last frame)
     for u, (e, layers) in enumerate(zip(utts.examples, frames)):
         n = _frame_count(layers)
         centres = _centres(n, hop, offset)
-        for seg in segs_by_utt.get(e.id, []):
-            if seg.label == "sil":
-                continue
-            s, t = seg.start * SAMPLE_RATE, (seg.start + seg.duration) * SAMPLE_RATE
+        for seg in spans(kind, to_spans(utts.phones.get(e.id, [])), to_spans(utts.words.get(e.id, [])), e.id):
+            s, t = seg.start * SAMPLE_RATE, seg.end * SAMPLE_RATE
             inside = np.nonzero((centres >= s) & (centres < t))[0]
             if len(inside) == 0:
                 continue
@@ -197,7 +218,7 @@ def property_samples(kind: str, upstream, utts: Utterances, frames: list[list[np
                 inside = inside[k // 3: k - k // 3]
             items.append((u, seg.label, int(inside[0]), int(inside[-1]) + 1))
     counts = Counter(label for _, label, _, _ in items)
-    if kind == "word":
+    if kind in ("word", "syllable"):  # the most frequent ones, as the published word CCA does
         allowed = {w for w, _ in counts.most_common(top_words) if counts[w] >= 2}
         items = [it for it in items if it[1] in allowed]
     by_label = defaultdict(list)

@@ -559,7 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
         ap.add_argument("--quiet", action="store_true")
         ap.add_argument("--max-samples", type=int, default=20000, help="frames/segments kept (default 20000)")
         if name in ("cca", "svcca"):
-            ap.add_argument("--property", choices=["mel", "phone", "word"], required=True)
+            ap.add_argument("--property", choices=["mel", "phone", "syllable", "word", "position", "speaker"],
+                            required=True)
             ap.add_argument("--folds", type=int, default=10, help="label-stratified folds (default 10)")
             ap.add_argument("--trials", type=int, default=3, help="trials, each with its own dev and test fold (3)")
             ap.add_argument("--convention", choices=["reference", "relative"], default="reference",

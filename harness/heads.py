@@ -207,3 +207,23 @@ class XVectorHead(Head):
         emb = self.embed(torch.cat([mean, var.clamp(min=1e-8).sqrt()], dim=1))
         cos = F.normalize(emb, dim=1) @ F.normalize(self.weight, dim=1).T
         return emb, cos
+
+
+class SpanLinear(Head):
+    """A linear classifier on mean-pooled spans of frames (segment-level probes: syllables,
+    words). ``forward(x [B, T, D])`` gives per-frame logits; :meth:`pool` averages them over
+    each span, which equals classifying the span's mean feature (the map is linear)."""
+
+    def __init__(self, dim: int, classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.linear(x)
+
+    @staticmethod
+    def pool(logits: torch.Tensor, utt: torch.Tensor, first: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """``[spans, classes]``: the mean of ``logits[utt[k], first[k]:last[k]]`` for every span k."""
+        cums = torch.cat([torch.zeros_like(logits[:, :1]), logits.cumsum(1)], dim=1)  # [B, T + 1, C]
+        total = cums[utt, last] - cums[utt, first]
+        return total / (last - first).clamp(min=1)[:, None].to(logits.dtype)

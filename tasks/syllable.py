@@ -1,0 +1,11 @@
+"""Syllable identity (a level of harness.levels): each syllable of an aligned LibriSpeech word,
+its frames mean-pooled, classified among the most frequent training syllables; accuracy."""
+
+from __future__ import annotations
+
+from harness.task import SpanClassificationTask
+
+
+class SyllableClassification(SpanClassificationTask):
+    name = "syllable"
+    span_level = "syllable"

@@ -1,0 +1,11 @@
+"""Word identity (a level of harness.levels): each aligned LibriSpeech word, its frames
+mean-pooled, classified among the most frequent training words; accuracy."""
+
+from __future__ import annotations
+
+from harness.task import SpanClassificationTask
+
+
+class WordClassification(SpanClassificationTask):
+    name = "word"
+    span_level = "word"
