@@ -375,6 +375,51 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trajectory(args: argparse.Namespace) -> int:
+    from .analysis import to_csv
+    from .errors import HarnessError
+    from .fsutil import write_text
+
+    out = Path(args.out)
+    if args.action == "emergence":
+        from .emergence import emergence_rows, plot_emergence
+
+        series = {}
+        for item in args.series:
+            name, sep, folder = item.partition("=")
+            if not sep or not Path(folder).is_dir():
+                raise HarnessError(f"--series takes NAME=RESULTS_FOLDER (an existing folder), got {item!r}")
+            series[name] = Path(folder)
+        rows = emergence_rows(series, args.tasks, args.bootstrap)
+        write_text(out, to_csv(rows))
+        plot_emergence(rows, out.with_suffix(".png"))
+        print(f"{'objective':<12}{'task':<10}{'layer':>6}{'t50':>9}{'95% CI':>22}{'plateau':>9}")
+        for r in rows:
+            interval = f"[{r['t50_low']:.0f}, {r['t50_high']:.0f}]"
+            print(f"{r['objective']:<12}{r['task']:<10}{r['layer']:>6}{r['t50']:>9.0f}{interval:>22}"
+                  f"{r['plateau']:>9.4f}")
+        print(f"rows: {out}; figure: {out.with_suffix('.png')}")
+        return 0
+    import csv
+
+    from .emergence import autoencoder_rows
+
+    def read(path: str) -> list[dict]:
+        try:
+            return list(csv.DictReader(open(path)))
+        except OSError as exc:
+            raise HarnessError(f"cannot read {path}: {exc.strerror}") from None
+
+    rows = autoencoder_rows(read(args.mel), read(args.word))
+    write_text(out, to_csv(rows))
+    for r in rows:
+        print(f"{Path(str(r['checkpoint'])).name:<28} top layer {r['top_layer']}: mel {r['mel_top']:.3f} "
+              f"(rebound {r['mel_rebound']:+.3f}, peak layer {r['mel_peak_layer']}), words {r['word_top']:.3f} "
+              f"(drop {r['word_drop']:+.3f}, peak layer {r['word_peak_layer']})")
+    print(f"rows: {out}")
+    return 0
+
+
 def _finetune(args: argparse.Namespace) -> int:
     import yaml
 
@@ -583,6 +628,25 @@ def build_parser() -> argparse.ArgumentParser:
             ap.add_argument("--property", choices=["phone"], help="rank each layer's neurons for phone identity "
                             "instead of comparing layers")
         ap.set_defaults(func=_analyze)
+
+    tr = sub.add_parser("trajectory", help="emergence of each level over pretraining checkpoints (sigmoid fits), "
+                        "and the top layers' drift back toward the input",
+                        description="emergence: fit a sigmoid to each (series, task, layer) curve of test scores "
+                                    "over checkpoints (step 0 = the random-weights run) with bootstrap intervals; "
+                                    "autoencoder: compare CCA with mel and with words per checkpoint.")
+    trs = tr.add_subparsers(dest="action", metavar="ACTION")
+    em = trs.add_parser("emergence", help="fitted emergence steps per level and layer (CSV + figure)")
+    em.add_argument("--series", nargs="+", required=True, metavar="NAME=FOLDER",
+                    help="checkpoint series: records folders of `harness run --checkpoints` plus a --random-init run")
+    em.add_argument("--tasks", nargs="+", required=True, help="the levels' tasks, e.g. phone syllable word position")
+    em.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates over test items (default 200)")
+    em.add_argument("--out", required=True, help="tidy CSV (a PNG is written next to it)")
+    em.set_defaults(func=_trajectory)
+    ae = trs.add_parser("autoencoder", help="top layers' CCA with mel vs with words, per checkpoint")
+    ae.add_argument("--mel", required=True, help="summary CSV of `harness analyze cca --checkpoints ... --property mel`")
+    ae.add_argument("--word", required=True, help="summary CSV of the same with --property word")
+    ae.add_argument("--out", required=True, help="tidy CSV")
+    ae.set_defaults(func=_trajectory)
 
     ft = sub.add_parser("finetune", help="CTC fine-tuning of a whole upstream (saved as an upstream)",
                         description="Fine-tune a HuggingFace wav2vec2-family upstream end to end with a linear CTC "
