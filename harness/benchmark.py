@@ -52,6 +52,16 @@ class Job:
     cache: str = "disk"
 
 
+def load_study(path: Path):
+    """The config's ``study`` section (:class:`harness.study.StudySpec`), or None."""
+    import yaml
+
+    from .study import StudySpec
+
+    data = yaml.safe_load(Path(path).read_text())
+    return StudySpec.from_config(data["study"], f"{path} study") if isinstance(data, dict) and "study" in data else None
+
+
 def load_config(path: Path) -> list[Job]:
     """Parse and check a benchmark file (names of upstreams and tasks included) before any work."""
     import yaml
@@ -68,9 +78,9 @@ def load_config(path: Path) -> list[Job]:
         raise HarnessError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict) or not isinstance(data.get("jobs"), list) or not data["jobs"]:
         raise HarnessError(f"{path}: a benchmark config is a mapping with a non-empty 'jobs' list")
-    unknown = set(data) - {"out", "jobs"}
+    unknown = set(data) - {"out", "jobs", "study"}
     if unknown:
-        raise HarnessError(f"{path}: unknown top-level key(s) {sorted(unknown)}; known: out, jobs")
+        raise HarnessError(f"{path}: unknown top-level key(s) {sorted(unknown)}; known: out, jobs, study")
     default_out = Path(data.get("out", "results"))
     known_tasks = task_names()
     jobs = []

@@ -236,13 +236,19 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from .benchmark import leaderboards, load_config, run_benchmark, summary
+    from .benchmark import leaderboards, load_config, load_study, run_benchmark, summary
 
     jobs = load_config(Path(args.config))
+    study = load_study(Path(args.config))
     outcomes = run_benchmark(jobs, progress=not args.quiet)
     print(summary(outcomes))
     for path in leaderboards(outcomes):
         print(f"leaderboard: {path} (and {path.with_name('index.html')})")
+    if study is not None:
+        from .study import build
+
+        page = build(study, Path(jobs[0].out), jobs[0].data_root, progress=not args.quiet)
+        print(f"study: {page} (and {page.with_name('index.html')})")
     reused = sum(o.reused for o in outcomes)
     print(f"{len(outcomes)} runs ({reused} already finished, {len(outcomes) - reused} trained)")
     return 0

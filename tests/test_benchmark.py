@@ -83,3 +83,30 @@ jobs:
     assert proc.returncode == 0, proc.stderr
     assert "mfcc" in proc.stdout and "leaderboard:" in proc.stdout and "1 runs (0 already finished" in proc.stdout
     assert (tmp_path / "res" / "LEADERBOARD.md").exists()
+
+
+def test_a_study_section_builds_its_page(tiny_corpus, tmp_path, monkeypatch):
+    from harness.benchmark import load_study
+    from harness.study import build
+
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    config = _write(tmp_path / "s.yaml", f"""
+out: {tmp_path / 'res'}
+jobs:
+  - upstreams: [fbank, mfcc]
+    tasks: [ks, sid]
+    data_root: {tiny_corpus}
+    max_steps: 2
+    set: {{val_interval: 2, batch_size: 8}}
+study:
+  out: {tmp_path / 'res' / 'study'}
+  groups: {{content: [ks], speaker: [sid]}}
+  cka: [[fbank, mfcc]]
+""")
+    run_benchmark(load_config(config), progress=False)
+    page = build(load_study(config), tmp_path / "res", tiny_corpus, progress=False)
+    text = page.read_text()
+    assert "## content" in text and "## speaker" in text and "| fbank |" in text and "| mfcc |" in text
+    assert (page.parent / "cka__fbank__mfcc.png").exists() and (page.parent / "index.html").exists()
+    with pytest.raises(HarnessError, match="groups"):
+        load_study(_write(tmp_path / "bad.yaml", "jobs:\n  - upstreams: [fbank]\n    tasks: [sid]\nstudy: {out: x}\n"))
