@@ -390,6 +390,9 @@ def pretrain(corpus: Path, out: Path, recipe: dict, progress: bool = True, reuse
         unknown = sorted(set(spec.get("optim", {})) - set(recipe["optim"]))
         if unknown:
             raise HarnessError(f"iteration {n}: unknown optim key(s) {unknown}; known: {sorted(recipe['optim'])}")
+        if spec.get("init", "scratch") not in ("scratch", "previous"):
+            raise HarnessError(f"iteration {n}: init must be scratch (HuBERT's protocol) or previous (warm start), "
+                               f"got {spec['init']!r}")
     saved = out / "recipe.yaml"
     if reuse is not None and not saved.exists():
         if out.exists() and any(out.iterdir()):
@@ -449,6 +452,10 @@ def train_iteration(audio: Audio, folder: Path, iteration: int, spec: dict, prev
         start = int(state["step"])
     else:
         model, state, start = build_model(recipe["model"]), None, 0
+        if spec.get("init") == "previous":  # warm start: the previous iteration's encoder, a fresh prediction head
+            if previous is None:
+                raise HarnessError("iteration 1 cannot start from a previous iteration (init: previous)")
+            model = HubertModel.from_pretrained(previous, dtype=torch.float32)  # with its mask embedding
     model.train()
     params = list(model.parameters()) + list(head.parameters())
     opt_cfg = {**recipe["optim"], **spec.get("optim", {})}  # an iteration may override (e.g. its own lr)

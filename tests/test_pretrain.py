@@ -243,3 +243,22 @@ def test_shipped_checkpoints_come_from_the_default_recipe():
         meta = json.loads(shipped.joinpath(f"it{it}", f"step_{final:06d}", "pretrain.json").read_text())
         assert meta["iteration"] == it and meta["step"] == meta["steps"] == final
         assert meta["stored_dtype"] == "float16"
+
+
+def test_a_warm_started_iteration_begins_from_the_previous_model(finished, tiny_corpus, tmp_path):
+    """init: previous starts iteration 2 from iteration 1's encoder (a fresh prediction head):
+    after a few steps it is much closer to iteration 1 than a scratch iteration 2 is."""
+    reference, _ = finished
+    recipe = tiny_recipe()
+    recipe["iterations"][1]["init"] = "previous"
+    out = tmp_path / "warm"
+    pt.pretrain(tiny_corpus, out, recipe, progress=False, reuse=reference)
+    it1 = load_file(reference / "it1" / "final" / "model.safetensors")
+    warm = load_file(out / "it2" / "final" / "model.safetensors")
+    scratch = load_file(reference / "it2" / "final" / "model.safetensors")
+    dist = lambda a: sum(float((a[k] - it1[k]).pow(2).sum()) for k in it1)  # noqa: E731
+    assert dist(warm) < 0.1 * dist(scratch)
+    bad = tiny_recipe()
+    bad["iterations"][1]["init"] = "sideways"
+    with pytest.raises(HarnessError, match="init must be scratch"):
+        pt.pretrain(tiny_corpus, tmp_path / "bad", bad, progress=False)
