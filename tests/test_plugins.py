@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,11 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "plugins" / "har
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / "harness-example"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    # built from a copy: setuptools writes build/ and *.egg-info into the source tree
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                           "--no-index", "--target", str(target), str(EXAMPLE)], capture_output=True, text=True,
+                           "--no-index", "--target", str(target), str(source)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (target / "harness_example" / "action.yaml").exists()  # the defaults ship with the package

@@ -1,1 +1,0 @@
-"""Example harness plugins: a task (``action``) and an upstream backend (``energy``)."""
