@@ -127,10 +127,15 @@ def atomic_dir(path: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o777 & ~current_umask())
         yield tmp
+        mask = current_umask()
         for f in tmp.rglob("*"):  # data on disk before the rename makes the folder visible
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+                # libraries that write through their own temporaries (transformers' safetensors) leave 0600
+                os.chmod(f, 0o666 & ~mask)
+            elif f.is_dir():
+                os.chmod(f, 0o777 & ~mask)
         if path.exists():
             if not replace:
                 return
