@@ -132,7 +132,15 @@ def _pretrain(args: argparse.Namespace) -> int:
     corpus = Path(args.corpus) if args.corpus else embedded_corpus_dir()
     if not (corpus / "corpus.json").exists() and not (corpus / "LibriSpeech").is_dir():
         raise HarnessError(f"{corpus} is not a corpus root (no corpus.json or LibriSpeech/); run `harness corpus build`")
-    reuse = Path(args.reuse) if args.reuse else None
+    reuse = None
+    if args.reuse and args.reuse.startswith("@"):  # a run shipped with the harness, e.g. @tiny_hubert
+        from importlib import resources
+
+        reuse = Path(str(resources.files("harness.upstreams").joinpath("checkpoints", args.reuse[1:])))
+        if not (reuse / "recipe.yaml").exists():
+            raise HarnessError(f"--reuse {args.reuse}: no pretraining run of that name ships with the harness")
+    elif args.reuse:
+        reuse = Path(args.reuse)
     if reuse is not None and reuse.resolve() == Path(args.out).resolve():
         raise HarnessError("--reuse needs another run than --out (it copies from it)")
     finals = pretrain(corpus, Path(args.out), recipe, progress=not args.quiet, reuse=reuse)
@@ -551,7 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a recipe value, e.g. iterations.1.layer=3 (repeatable)")
     pt.add_argument("--seed", type=int, help="overrides the recipe's seed")
     pt.add_argument("--reuse", metavar="RUN", help="start a new --out from the finished iterations of an earlier run "
-                    "that this recipe shares (e.g. after lengthening iteration 2, only iteration 2 is trained)")
+                    "that this recipe shares (e.g. after lengthening iteration 2, only iteration 2 is trained); "
+                    "@tiny_hubert starts from the shipped run (its float16 final checkpoints)")
     pt.add_argument("--ship", metavar="DIR", help="after training, copy the checkpoints as float16 into DIR "
                     "(how the harness's own tiny_hubert checkpoints were made)")
     pt.add_argument("--ship-every", metavar="STEPS", help="with --ship: only steps that are multiples of STEPS "

@@ -345,19 +345,43 @@ def reuse_finished(source: Path, out: Path, recipe: dict) -> int:
     if not saved.exists():
         raise HarnessError(f"--reuse {source}: not a pretraining run (no recipe.yaml)")
     shared = shared_iterations(yaml.safe_load(saved.read_text()), recipe)
-    finished = 0
-    while finished < shared and (source / f"it{finished + 1}" / "final" / "pretrain.json").exists():
+    finished, shipped = 0, []
+    while finished < shared:
+        it = source / f"it{finished + 1}"
+        if (it / "final" / "pretrain.json").exists():
+            shipped.append(None)
+        elif (last := shipped_final(it)) is not None:
+            shipped.append(last)
+        else:
+            break
         finished += 1
     if finished == 0:
         raise HarnessError(f"--reuse {source}: no finished iteration of that run has the same recipe as this one "
                            "(model, data, seed and optimiser settings must be equal, and the iteration itself)")
-    for n in range(1, finished + 1):
-        shutil.copytree(source / f"it{n}", out / f"it{n}")
+    for n, last in enumerate(shipped, 1):
+        if last is None:
+            shutil.copytree(source / f"it{n}", out / f"it{n}")
+        else:  # a shipped run keeps only checkpoints: its last one is the iteration's result
+            shutil.copytree(last, out / f"it{n}" / last.name)
+            shutil.copytree(last, out / f"it{n}" / "final")
     rows = [r for r in _read_log(source / "log.jsonl") if r["iteration"] <= finished]
     _write_log(out / "log.jsonl", rows)
-    write_text(out / "reused.json", json.dumps({"source": str(source.resolve()), "iterations": finished},
-                                                  indent=1) + "\n")
+    dtypes = sorted({json.loads((last / "pretrain.json").read_text())["stored_dtype"] for last in shipped if last})
+    write_text(out / "reused.json", json.dumps({"source": str(source.resolve()), "iterations": finished,
+                                                "from_shipped_checkpoints_stored_as": dtypes or None},
+                                               indent=1) + "\n")
     return finished
+
+
+def shipped_final(iteration_dir: Path) -> Path | None:
+    """The last checkpoint of an iteration in a shipped folder (``harness pretrain --ship``) if it
+    is the iteration's final step, else None. Shipped weights may be stored as float16: what
+    is built on them starts from the rounded weights (loaded as float32)."""
+    steps = sorted(iteration_dir.glob("step_*"))
+    if not steps or not (steps[-1] / "pretrain.json").exists():
+        return None
+    meta = json.loads((steps[-1] / "pretrain.json").read_text())
+    return steps[-1] if meta.get("step") == meta.get("steps") and "stored_dtype" in meta else None
 
 
 def prepare_run(out: Path, recipe: dict, shared=None) -> None:

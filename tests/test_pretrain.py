@@ -262,3 +262,30 @@ def test_a_warm_started_iteration_begins_from_the_previous_model(finished, tiny_
     bad["iterations"][1]["init"] = "sideways"
     with pytest.raises(HarnessError, match="init must be scratch"):
         pt.pretrain(tiny_corpus, tmp_path / "bad", bad, progress=False)
+
+
+def test_iteration_2_can_start_from_a_shipped_float16_run(finished, tiny_corpus, tmp_path):
+    """--reuse of a shipped folder (checkpoints only, float16): its final checkpoint becomes
+    iteration 1's result, iteration 2's targets come from those (rounded) weights, and the
+    provenance says so; a shipped folder whose iteration 1 stopped early is not reusable."""
+    source, _ = finished
+    shipped = tmp_path / "shipped"
+    pt.ship(source, shipped, every=16)
+    recipe = tiny_recipe()
+    recipe["iterations"][1]["clusters"] = 6  # a variant of iteration 2
+    out = tmp_path / "variant"
+    pt.pretrain(tiny_corpus, out, recipe, progress=False, reuse=shipped)
+    it1 = load_file(out / "it1" / "final" / "model.safetensors")
+    half = load_file(shipped / "it1" / "step_000024" / "model.safetensors")
+    assert all(torch.equal(it1[k], half[k]) for k in half) and half[next(iter(half))].dtype == torch.float16
+    assert json.loads((out / "reused.json").read_text())["from_shipped_checkpoints_stored_as"] == ["float16"]
+    assert json.loads((out / "it2" / "final" / "pretrain.json").read_text())["step"] == 8
+    with np.load(out / "it2" / "targets.npz") as z:
+        assert int(z["centroids"].shape[0]) == 6
+    assert load_upstream(f"hf:{out / 'it2' / 'final'}").num_layers == 3
+    # iteration 1 shipped without its last step: nothing to reuse
+    for p in (shipped / "it1" / "step_000024").iterdir():
+        p.unlink()
+    (shipped / "it1" / "step_000024").rmdir()
+    with pytest.raises(HarnessError, match="no finished iteration"):
+        pt.pretrain(tiny_corpus, tmp_path / "early", recipe, progress=False, reuse=shipped)
