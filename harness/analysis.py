@@ -442,8 +442,23 @@ def aligned_frames(a_frames: list[list[np.ndarray]], hop_a: int, b_frames: list[
     return a, b
 
 
+PAIR_PWCCA_EPSILON = 1e-9  # reference convention: epsilon x max|C| per view
+
+
+def heldout_pwcca(x: np.ndarray, y: np.ndarray, seed: int = 0, epsilon: float = PAIR_PWCCA_EPSILON) -> float:
+    """PWCCA of two representations of the same frames, fitted on a random half of the frames
+    and scored on the other half (weights from the view with fewer neurons), so a wide layer
+    cannot look similar by overfitting the canonical directions."""
+    from .similarity import CcaProblem, pwcca_score
+
+    order = np.random.default_rng(seed).permutation(len(x))
+    fit_idx, test_idx = order[: len(x) // 2], order[len(x) // 2:]
+    fit = CcaProblem(x[fit_idx], y[fit_idx], "reference").fit(epsilon, epsilon)
+    return pwcca_score(fit, x[test_idx], y[test_idx])
+
+
 def cka_rows(name_a: str, names_a: list[str], a: list[np.ndarray], name_b: str, names_b: list[str],
-             b: list[np.ndarray]) -> list[dict]:
+             b: list[np.ndarray], with_pwcca: bool = False, seed: int = 0) -> list[dict]:
     rows = []
     for i, x in enumerate(a):
         for j, y in enumerate(b):
@@ -451,8 +466,14 @@ def cka_rows(name_a: str, names_a: list[str], a: list[np.ndarray], name_b: str, 
                 biased, unbiased, err = linear_cka(x, y), linear_cka(x, y, debiased=True), ""
             except SimilarityError as exc:
                 biased, unbiased, err = float("nan"), float("nan"), str(exc)
-            rows.append({"model_a": name_a, "layer_a": i, "layer_a_name": names_a[i], "model_b": name_b, "layer_b": j,
-                         "layer_b_name": names_b[j], "cka": biased, "cka_debiased": unbiased, "error": err})
+            row = {"model_a": name_a, "layer_a": i, "layer_a_name": names_a[i], "model_b": name_b, "layer_b": j,
+                   "layer_b_name": names_b[j], "cka": biased, "cka_debiased": unbiased}
+            if with_pwcca:
+                try:
+                    row["pwcca_heldout"] = heldout_pwcca(x, y, seed)
+                except SimilarityError as exc:
+                    row["pwcca_heldout"], err = float("nan"), err or str(exc)
+            rows.append({**row, "error": err})
     return rows
 
 
@@ -561,7 +582,7 @@ def run_cca(specs: list[str], prop: str, data_root: Path, split: str, out: Path,
 
 def run_cka(spec_a: str, spec_b: str | None, data_root: Path, split: str, out: Path, random_init: bool,
             max_frames: int, limit: int | None, seed: int, checkpoints: list[str] | None = None,
-            progress: bool = True, minibatch: int = 0) -> Path:
+            progress: bool = True, minibatch: int = 0, with_pwcca: bool = False) -> Path:
     """Layer x layer CKA within one model or across two; with ``checkpoints``, every
     checkpoint's layer l against the last checkpoint's layer l (checkpoint x layer grid).
 
@@ -594,6 +615,8 @@ def run_cka(spec_a: str, spec_b: str | None, data_root: Path, split: str, out: P
         return out
     ua = load_upstream(spec_a, random_init=random_init)
     if minibatch:
+        if with_pwcca:
+            raise HarnessError("--pwcca needs the frames in memory: use it without --minibatch")
         if minibatch < 4:
             raise HarnessError("--minibatch needs at least 4 frames per batch")
         ub = ua if spec_b is None else load_upstream(spec_b)
@@ -615,8 +638,12 @@ def run_cka(spec_a: str, spec_b: str | None, data_root: Path, split: str, out: P
         fb = layer_frames(ub, utts, progress)
     a, b = aligned_frames(fa, ua.info.hop, fb, ub.info.hop, max_frames, seed, ua.info.frame_offset,
                           ub.info.frame_offset)
-    rows = cka_rows(spec_a, ua.info.layer_names, a, spec_b or spec_a, ub.info.layer_names, b)
+    rows = cka_rows(spec_a, ua.info.layer_names, a, spec_b or spec_a, ub.info.layer_names, b, with_pwcca, seed)
     write_text(out, to_csv(rows))
+    if with_pwcca:
+        grid = np.array([[r["pwcca_heldout"] for r in rows if r["layer_a"] == i] for i in range(len(a))]).T
+        plot_heatmap(grid, ua.info.layer_names, ub.info.layer_names, f"held-out PWCCA ({len(a[0])} frames)",
+                     out.with_name(out.stem + ".pwcca.png"), spec_a, spec_b or spec_a)
     matrix = np.array([[r["cka"] for r in rows if r["layer_a"] == i] for i in range(len(a))]).T
     plot_heatmap(matrix, ua.info.layer_names, ub.info.layer_names,
                  f"linear CKA ({len(a[0])} frames)", out.with_suffix(".png"), spec_a, spec_b or spec_a)

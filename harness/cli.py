@@ -369,7 +369,8 @@ def _analyze(args: argparse.Namespace) -> int:
         from .analysis import run_cka
 
         path = run_cka(args.upstream, args.against, data_root, args.split, out, args.random_init, args.max_samples,
-                       args.limit, args.seed, checkpoints=checkpoints, progress=not args.quiet, minibatch=args.minibatch)
+                       args.limit, args.seed, checkpoints=checkpoints, progress=not args.quiet, minibatch=args.minibatch,
+                       with_pwcca=args.pwcca)
         print(f"rows: {path}; heatmap: {path.with_suffix('.png')}")
         return 0
     if args.measure == "neurons":
@@ -639,6 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "cka":
             ap.add_argument("--minibatch", type=int, default=0, help="mini-batch CKA (Nguyen et al. 2021) over every "
                             "frame in batches of this many frames, reading one utterance at a time (default: off)")
+            ap.add_argument("--pwcca", action="store_true", help="also held-out PWCCA of every layer pair (fitted "
+                            "on a random half of the frames, scored on the other; epsilon 1e-9 x max|C| per view)")
         if name == "neurons":
             ap.add_argument("--property", choices=["phone"], help="rank each layer's neurons for phone identity "
                             "instead of comparing layers")

@@ -81,6 +81,32 @@ def test_cka_within_model_and_checkpoint_grid(tiny_corpus, tmp_path, home):
     cross = run_cka(f"hf:{a}", f"speechbrain:{sb}", tiny_corpus, "dev", tmp_path / "x.csv", False, 2000, 6, 0,
                     progress=False)
     assert len(list(csv.DictReader(open(cross)))) == 3 * 6
+    # held-out PWCCA between two models: a layer against itself is 1, every pair gets a value
+    both = run_cka(f"hf:{a}", f"hf:{a}", tiny_corpus, "dev", tmp_path / "p.csv", False, 2000, 6, 0,
+                   progress=False, with_pwcca=True)
+    rows = list(csv.DictReader(open(both)))
+    assert len(rows) == 9 and (tmp_path / "p.pwcca.png").exists()
+    for r in rows:
+        assert 0.0 <= float(r["pwcca_heldout"]) <= 1.0 + 1e-9
+        if r["layer_a"] == r["layer_b"]:
+            assert float(r["pwcca_heldout"]) > 0.999
+
+
+def test_heldout_pwcca_separates_a_rotation_from_independent_noise():
+    """A random rotation of x keeps every canonical correlation at 1; independent noise of the
+    same width, scored on frames not used for the fit, is near 0 (in-sample it would not be:
+    with 16 dims and 400 frames the top fitted correlations of pure noise exceed 0.2)."""
+    from harness.analysis import heldout_pwcca
+    from harness.similarity import pwcca
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((800, 16))
+    rotation, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+    assert heldout_pwcca(x, x @ rotation) > 0.999
+    noise = rng.standard_normal((800, 16))
+    held = heldout_pwcca(x, noise)
+    assert held < 0.1
+    assert pwcca(x[:400], noise[:400]) > held + 0.05  # the fitting half alone overstates it
 
 
 def test_probing_across_checkpoints_gives_a_grid(tiny_corpus, tmp_path):
