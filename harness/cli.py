@@ -100,6 +100,28 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ship_selection(args) -> tuple[list[int] | None, list[int] | None]:
+    """--ship-every (intervals) and --ship-steps (explicit steps), parsed and checked."""
+    from .errors import HarnessError
+
+    def ints(text: str, flag: str, form: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",")]
+        except ValueError:
+            raise HarnessError(f"{flag} expects {form}, got {text!r}") from None
+        if any(v <= 0 for v in values):
+            raise HarnessError(f"{flag} expects positive steps, got {text!r}")
+        return values
+
+    if (args.ship_every or args.ship_steps) and not args.ship:
+        raise HarnessError("--ship-every and --ship-steps need --ship DIR")
+    if args.ship_every and args.ship_steps:
+        raise HarnessError("give --ship-every or --ship-steps, not both")
+    every = ints(args.ship_every, "--ship-every", "STEPS or STEPS,STEPS,...") if args.ship_every else None
+    keep = ints(args.ship_steps, "--ship-steps", "STEP,STEP,...") if args.ship_steps else None
+    return every, keep
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     import importlib
 
@@ -108,6 +130,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     from .config import merge_config, parse_overrides
     from .errors import HarnessError
 
+    every, keep = _ship_selection(args)  # checked before anything: a typo must not cost the run
     module = importlib.import_module({"hubert": ".pretrain", "wav2vec2": ".pretrain_wav2vec2",
                                       "dino": ".pretrain_dino"}[args.recipe], __package__)
     default_recipe, pretrain = module.default_recipe, module.pretrain
@@ -151,13 +174,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.ship:
         from .pretrain import ship
 
-        every = None
-        if args.ship_every:
-            try:
-                every = [int(v) for v in args.ship_every.split(",")]
-            except ValueError:
-                raise HarnessError(f"--ship-every expects STEPS or STEPS,STEPS,... got {args.ship_every!r}") from None
-        shipped = ship(Path(args.out), Path(args.ship), every[0] if every and len(every) == 1 else every)
+        shipped = ship(Path(args.out), Path(args.ship), every[0] if every and len(every) == 1 else every, steps=keep)
         print(f"shipped {len(shipped)} float16 checkpoints to {args.ship}")
     return 0
 
@@ -564,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "@tiny_hubert starts from the shipped run (its float16 final checkpoints)")
     pt.add_argument("--ship", metavar="DIR", help="after training, copy the checkpoints as float16 into DIR "
                     "(how the harness's own tiny_hubert checkpoints were made)")
+    pt.add_argument("--ship-steps", metavar="STEP,STEP", help="with --ship: exactly these steps (plus each "
+                    "iteration's last), e.g. 600,1200,1800,2400")
     pt.add_argument("--ship-every", metavar="STEPS", help="with --ship: only steps that are multiples of STEPS "
                     "(or STEPS,STEPS,... one per iteration), plus each iteration's last (default: every checkpoint)")
     pt.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -560,11 +560,12 @@ def train_iteration(audio: Audio, folder: Path, iteration: int, spec: dict, prev
 
 # --------------------------------------------------------------------------- shipping
 def ship(run: Path, dest: Path, every: int | Sequence[int] | None = None,
-         dtype: torch.dtype = torch.float16) -> list[Path]:
+         dtype: torch.dtype = torch.float16, steps: Sequence[int] | None = None) -> list[Path]:
     """Copy the checkpoints of a finished run whose step is a multiple of ``every`` (default:
     every saved one; a sequence gives one interval per iteration) and each iteration's last
     step into ``dest``, weights cast to ``dtype`` (float16 halves the size; the hf backend
-    loads them as float32), with recipe and log. ``dest`` is replaced as a whole, so no
+    loads them as float32), with recipe and log. ``steps`` instead lists the steps to keep
+    (each iteration's last is always kept). ``dest`` is replaced as a whole, so no
     checkpoint of an earlier run is left behind in it."""
     from safetensors.torch import load_file, save_file
 
@@ -578,11 +579,14 @@ def ship(run: Path, dest: Path, every: int | Sequence[int] | None = None,
     shipped = []
     with atomic_dir(dest) as tmp_dest:
         for it, interval in zip(iterations, intervals):
-            steps = sorted(it.glob("step_*"))
-            last = steps[-1].name
-            for ck in steps:
+            saved = sorted(it.glob("step_*"))
+            last = saved[-1].name
+            if steps is not None and (missing := sorted(set(steps) - {int(c.name.split("_")[1]) for c in saved})):
+                raise HarnessError(f"{it.name} has no checkpoint at step(s) {missing}")
+            for ck in saved:
                 step = int(ck.name.split("_")[1])
-                if ck.name != last and interval and step % interval:
+                if ck.name != last and ((steps is not None and step not in steps)
+                                        or (steps is None and interval and step % interval)):
                     continue
                 target = tmp_dest / it.name / ck.name
                 target.mkdir(parents=True)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -236,13 +237,21 @@ def test_shipped_checkpoints_come_from_the_default_recipe():
 
     import yaml
 
-    shipped = resources.files("harness.upstreams").joinpath("checkpoints", "tiny_hubert")
-    assert yaml.safe_load(shipped.joinpath("recipe.yaml").read_text()) == pt.default_recipe()
-    for it, iteration in enumerate(pt.default_recipe()["iterations"], start=1):
-        final = iteration["steps"]
-        meta = json.loads(shipped.joinpath(f"it{it}", f"step_{final:06d}", "pretrain.json").read_text())
-        assert meta["iteration"] == it and meta["step"] == meta["steps"] == final
-        assert meta["stored_dtype"] == "float16"
+    from harness import pretrain_wav2vec2
+
+    recipes = {"tiny_hubert": pt.default_recipe(), "tiny_wav2vec2": pretrain_wav2vec2.default_recipe()}
+    total = 0
+    for name, recipe in recipes.items():
+        shipped = resources.files("harness.upstreams").joinpath("checkpoints", name)
+        assert yaml.safe_load(shipped.joinpath("recipe.yaml").read_text()) == recipe, name
+        iterations = recipe["iterations"] if "iterations" in recipe else [{"steps": recipe["steps"]}]
+        for it, iteration in enumerate(iterations, start=1):
+            final = iteration["steps"]
+            meta = json.loads(shipped.joinpath(f"it{it}", f"step_{final:06d}", "pretrain.json").read_text())
+            assert meta["step"] == meta["steps"] == final, name
+            assert meta["stored_dtype"] == "float16", name
+        total += sum(f.stat().st_size for f in Path(str(shipped)).rglob("*") if f.is_file())
+    assert total < 40e6  # every shipped weight together stays under 40 MB
 
 
 def test_a_warm_started_iteration_begins_from_the_previous_model(finished, tiny_corpus, tmp_path):
@@ -289,3 +298,21 @@ def test_iteration_2_can_start_from_a_shipped_float16_run(finished, tiny_corpus,
     (shipped / "it1" / "step_000024").rmdir()
     with pytest.raises(HarnessError, match="no finished iteration"):
         pt.pretrain(tiny_corpus, tmp_path / "early", recipe, progress=False, reuse=shipped)
+
+
+def test_ship_keeps_exactly_the_listed_steps_and_checks_them_before_training(finished, tmp_path):
+    source, _ = finished
+    shipped = pt.ship(source, tmp_path / "s", steps=[8])
+    assert sorted(str(p.relative_to(tmp_path / "s")) for p in shipped) == \
+        ["it1/step_000008", "it1/step_000024", "it2/step_000008"]  # each iteration's last always
+    with pytest.raises(HarnessError, match=r"no checkpoint at step\(s\) \[5\]"):
+        pt.ship(source, tmp_path / "t", steps=[5, 8])
+    assert not (tmp_path / "t").exists()
+    for flags, message in ((["--ship", str(tmp_path / "u"), "--ship-steps", "6x"], "--ship-steps expects"),
+                           (["--ship-steps", "600"], "need --ship DIR"),
+                           (["--ship", str(tmp_path / "u"), "--ship-steps", "8", "--ship-every", "8"], "not both")):
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "pretrain", "--out", str(tmp_path / "never"),
+                               "--quiet", *flags], capture_output=True, text=True)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "never").exists()  # refused before any work

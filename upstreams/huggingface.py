@@ -22,6 +22,8 @@ norm models get an attention mask.
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 import torch
@@ -38,6 +40,24 @@ from harness.upstream import (
 )
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers' info-level chatter (token-id notes on speech configs, load reports listing
+    the pretraining-only weights a bare encoder leaves out, a progress bar per load) off for
+    the block; its errors still raise."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _resolve(source: str) -> Path:
@@ -103,7 +123,8 @@ class HFUpstream(Upstream):
         from transformers import AutoConfig, AutoModel
 
         folder = _resolve(source)
-        config = AutoConfig.from_pretrained(folder)
+        with _quiet_transformers():
+            config = AutoConfig.from_pretrained(folder)
         for attr, value in (("layerdrop", 0.0), ("apply_spec_augment", False), ("mask_time_prob", 0.0)):
             if hasattr(config, attr):
                 setattr(config, attr, value)  # extraction must see every layer, unmasked
@@ -116,7 +137,8 @@ class HFUpstream(Upstream):
         else:
             try:
                 # float32 whatever the stored dtype (shipped checkpoints are stored as float16)
-                model = AutoModel.from_pretrained(folder, config=config, dtype=torch.float32)
+                with _quiet_transformers():  # no load report for the pretraining heads left out
+                    model = AutoModel.from_pretrained(folder, config=config, dtype=torch.float32)
             except (OSError, ValueError) as exc:
                 raise HarnessError(f"cannot load HuggingFace model from {folder}: {str(exc).splitlines()[0]}") from None
             digest = weights_digest(folder)
