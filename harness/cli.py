@@ -147,7 +147,12 @@ def _pretrain(args: argparse.Namespace) -> int:
         for index, body in per_iteration.items():
             if not isinstance(body, dict) or not str(index).isdigit() or int(index) >= len(iterations):
                 raise HarnessError(f"--set iterations.N.KEY=VALUE needs N in 0..{len(iterations) - 1}")
-            iterations[int(index)] = merge_config(iterations[int(index)], body, f"iterations.{index}.")
+            current, body = iterations[int(index)], dict(body)
+            if "init" in body and "init" not in current:  # optional: warm start or scratch
+                current["init"] = "scratch"
+            if isinstance(body.get("optim"), dict):  # an iteration's own optimiser settings (names checked later)
+                current["optim"] = {**current.get("optim", {}), **body.pop("optim")}
+            iterations[int(index)] = merge_config(current, body, f"iterations.{index}.")
         recipe["iterations"] = iterations
     recipe = merge_config(recipe, overrides)
     if args.seed is not None:

@@ -316,3 +316,16 @@ def test_ship_keeps_exactly_the_listed_steps_and_checks_them_before_training(fin
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "never").exists()  # refused before any work
+
+
+def test_set_reaches_an_iterations_optional_keys(tmp_path):
+    """--set iterations.N.init / .optim.KEY work though the default iteration lacks those keys;
+    a misspelt optimiser key is refused in one line before any work."""
+    env = dict(os.environ, HARNESS_HOME=str(tmp_path / "home"))
+    base = [sys.executable, "-m", "harness.cli", "pretrain", "--out", str(tmp_path / "o"), "--quiet",
+            "--corpus", str(tmp_path / "nowhere")]
+    ok = subprocess.run(base + ["--set", "iterations.1.init=previous", "--set", "iterations.0.optim.lr=0.001"],
+                        capture_output=True, text=True, env=env)
+    assert "is not a corpus root" in ok.stderr, ok.stderr  # the recipe was accepted, the corpus check came next
+    typo = subprocess.run(base + ["--set", "iterations.1.inti=previous"], capture_output=True, text=True, env=env)
+    assert typo.returncode == 2 and "unknown config key 'iterations.1.inti'" in typo.stderr, typo.stderr
