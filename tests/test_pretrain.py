@@ -237,9 +237,10 @@ def test_shipped_checkpoints_come_from_the_default_recipe():
 
     import yaml
 
-    from harness import pretrain_wav2vec2
+    from harness import pretrain_dino, pretrain_wav2vec2
 
-    recipes = {"tiny_hubert": pt.default_recipe(), "tiny_wav2vec2": pretrain_wav2vec2.default_recipe()}
+    recipes = {"tiny_hubert": pt.default_recipe(), "tiny_wav2vec2": pretrain_wav2vec2.default_recipe(),
+               "tiny_dino": pretrain_dino.default_recipe()}
     total = 0
     for name, recipe in recipes.items():
         shipped = resources.files("harness.upstreams").joinpath("checkpoints", name)

@@ -190,11 +190,12 @@ def test_every_card_has_its_known_layer_count():
     shipped += ["tiny_hubert_it2_step1200", "tiny_hubert_it2_step2400", "tiny_hubert_it2"]
     shipped += [f"tiny_wav2vec2{s}" for s in ("_step600", "_step1200", "_step1800", "_step2400", "")]
     known.update({name: 7 for name in shipped})
+    known.update({f"tiny_dino{s}": 6 for s in ("_step500", "_step1000", "")})
     assert set(known) == set(cards())
     wav = torch.from_numpy(_waves(1)[0])[None]
     for name, card in cards().items():
         assert card.layers == known[name], name
-        ships_weights = card.spec.startswith("hf:@")  # trained here and packaged: load the real weights
+        ships_weights = ":@" in card.spec  # trained here and packaged: load the real weights
         up = load_upstream(name, random_init=card.architecture is not None and not ships_weights)
         assert (up.info.weights_sha256 is not None) == ships_weights, name
         out = up.layers(wav, torch.tensor([wav.shape[1]]))
