@@ -625,12 +625,12 @@ def build_parser() -> argparse.ArgumentParser:
                                     "call.")
     asub = an.add_subparsers(dest="measure", metavar="MEASURE")
     helps = {"cca": "projection-weighted CCA (published protocol) of every layer with a property",
-             "svcca": "SVCCA (SVD to 99% of variance, then mean CCA) of every layer with a property",
+             "svcca": "SVCCA (SVD to 99%% of variance, then mean CCA) of every layer with a property",
              "cka": "linear CKA (biased and debiased, or mini-batch) for every layer pair",
              "neurons": "MaxCorr/MinCorr/LinReg for every layer pair, or neurons ranked for phone identity",
              "attention": "attention heads compared (JS, Pearson, Frobenius; best-match pairing) layer by layer"}
     for name, helptext in helps.items():
-        ap = asub.add_parser(name, help=helptext, description=helptext)
+        ap = asub.add_parser(name, help=helptext, description=helptext.replace("%%", "%"))
         ap.add_argument("--upstream", help="registry name or BACKEND:SOURCE")
         if name in ("cca", "svcca", "cka"):
             ap.add_argument("--checkpoints", nargs="+", help="several checkpoints of one model (paths, globs or "
