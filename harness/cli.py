@@ -7,9 +7,12 @@ it runs, so ``harness --help`` stays fast (torch, s3prl, speechbrain are heavy).
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 def embedded_corpus_dir(profile: str = "default", seed: int = 0) -> Path:
@@ -753,10 +756,26 @@ def _quiet_dependencies() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class Terminated(BaseException):
+    """SIGTERM reached the harness's main process (a scheduler's or a user's kill)."""
+
+
+def _on_sigterm(main_pid: int) -> Callable:
+    def handler(signum, frame) -> None:
+        if os.getpid() != main_pid:  # a forked worker (DataLoader, corpus synthesis): leave quietly
+            os._exit(128 + signal.SIGTERM)
+        raise Terminated()
+    return handler
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .errors import HarnessError
 
     _quiet_dependencies()
+    # Lightning's own SIGTERM handling ends fit() with a SystemExit of code 0, so a killed run
+    # looked successful; ours runs too (Lightning chains handlers it finds) and ends with 143.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -776,6 +795,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print("harness: terminated (SIGTERM); re-run the same command to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

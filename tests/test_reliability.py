@@ -92,6 +92,24 @@ def test_kill_9_then_rerun_gives_the_clean_numbers(tiny_corpus, tiny_hf, tmp_pat
     assert _numbers(tmp_path / "killed") == _numbers(tmp_path / "clean")
 
 
+def test_sigterm_exits_143_with_one_line_and_the_rerun_resumes(tiny_corpus, tiny_hf, tmp_path):
+    """A scheduler's kill must not look like success (Lightning alone ends fit() with exit code 0)."""
+    args = RUN + ["--upstream", f"hf:{tiny_hf}", "--data-root", str(tiny_corpus), "--max-steps", "40"]
+    clean = _cli(args + ["--out", str(tmp_path / "clean")], _env(tmp_path / "clean-home"))
+    assert clean.returncode == 0, clean.stderr
+    home = tmp_path / "home"
+    proc = _start(args + ["--out", str(tmp_path / "killed")], _env(home))
+    _wait_for("runs/*/checkpoints/last.ckpt", home, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, (proc.returncode, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("harness: terminated"), err
+    assert not list((tmp_path / "killed").rglob("*.json")) if (tmp_path / "killed").exists() else True
+    again = _cli(args + ["--out", str(tmp_path / "killed")], _env(home))
+    assert again.returncode == 0, again.stderr
+    assert _numbers(tmp_path / "killed") == _numbers(tmp_path / "clean")
+
+
 def test_bad_input_is_one_line_before_any_work(tiny_corpus, tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
