@@ -187,6 +187,16 @@ def plot_emergence(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _step_of(checkpoint: str) -> int | None:
+    """A checkpoint's step from its name, or from its card's spec (``tiny_hubert_it1`` is
+    ``hf:@tiny_hubert/it1/step_003600``)."""
+    from .registry import cards
+
+    step = checkpoint_step(checkpoint)
+    card = cards().get(checkpoint)
+    return step if step is not None or card is None else checkpoint_step(card.spec)
+
+
 def autoencoder_rows(mel_summary: list[dict], word_summary: list[dict]) -> list[dict]:
     """Per checkpoint: the top layer's CCA with mel and with words, how far the top layer
     rebounds toward the input (mel at the top minus its minimum over layers) and drops from
@@ -199,12 +209,12 @@ def autoencoder_rows(mel_summary: list[dict], word_summary: list[dict]) -> list[
 
     mel, word = by_checkpoint(mel_summary), by_checkpoint(word_summary)
     rows = []
-    for ck in mel:
+    for ck in sorted(mel, key=lambda c: (_step_of(c) is None, _step_of(c) or 0, c)):
         if ck not in word:
             continue
         m, w = mel[ck], word[ck]
         top = max(m)
-        rows.append({"checkpoint": ck, "step": checkpoint_step(ck), "top_layer": top, "mel_top": m[top],
+        rows.append({"checkpoint": ck, "step": _step_of(ck), "top_layer": top, "mel_top": m[top],
                      "word_top": w[top], "mel_rebound": m[top] - min(m.values()),
                      "word_drop": max(w.values()) - w[top], "mel_peak_layer": max(m, key=m.get),
                      "word_peak_layer": max(w, key=w.get), "mel_over_word_top": m[top] / w[top] if w[top] else np.nan})

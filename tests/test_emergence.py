@@ -56,3 +56,13 @@ def test_the_autoencoder_table_reads_rebound_and_drop():
     assert row["step"] == 600 and row["top_layer"] == 3
     assert row["mel_rebound"] == pytest.approx(0.2) and row["word_drop"] == pytest.approx(0.2)
     assert row["mel_peak_layer"] == 0 and row["word_peak_layer"] == 2
+
+
+def test_the_autoencoder_table_is_in_training_order_with_card_steps():
+    """Summaries list checkpoints by name; a card without a step in its name (the final
+    checkpoint) takes the step from its spec and comes last."""
+    names = ["tiny_hubert_it1", "tiny_hubert_it1_step1200", "tiny_hubert_it1_step600"]
+    rows = [{"checkpoint": n, "layer": str(l), "mean": "0.5"} for n in names for l in range(2)]
+    got = autoencoder_rows(rows, rows)
+    assert [r["checkpoint"] for r in got] == ["tiny_hubert_it1_step600", "tiny_hubert_it1_step1200", "tiny_hubert_it1"]
+    assert [r["step"] for r in got] == [600, 1200, 3600]
