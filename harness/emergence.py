@@ -6,7 +6,9 @@ a four-parameter logistic
 
     y(s) = y0 + (plateau - y0) / (1 + exp(-(s - t50) / width))
 
-so three numbers say when and how a level appears: ``t50`` (the step at half-height),
+so three numbers say when and how a level appears: ``t50`` (reported as the step where the
+fitted curve is halfway from its step-0 value to its plateau, which is the logistic midpoint
+when the curve starts near its lower asymptote and stays meaningful when it rises at once),
 ``slope`` = (plateau - y0) / (4 width) (the rise per step at t50) and ``plateau``. Intervals come from a paired bootstrap over test items: the same resampled
 utterances score every checkpoint, the curve is refitted on each replicate. 'Early', 'late'
 and 'in parallel' then become comparisons of t50 across levels and layers.
@@ -48,6 +50,21 @@ class SigmoidFit:
     def slope(self) -> float:
         """Rise per step at the half-height point."""
         return (self.plateau - self.y0) / (4.0 * self.width)
+
+    @property
+    def start(self) -> float:
+        """The fitted score at step 0 (the random-weights model)."""
+        return float(sigmoid(0.0, self.y0, self.plateau, self.t50, self.width))
+
+    @property
+    def half_rise(self) -> float:
+        """The step where the fitted curve is halfway from its step-0 value to its plateau.
+        Equal to ``t50`` when the curve starts near its lower asymptote; for a curve that
+        rises at once and saturates (concave from step 0), ``t50`` sits at or below 0 while
+        this stays the step that half of the measured gain needs."""
+        a = 1.0 / (1.0 + np.exp(self.t50 / self.width))  # logistic fraction reached at step 0
+        f = (a + 1.0) / 2.0
+        return float(self.t50 + self.width * np.log(f / (1.0 - f)))
 
 
 def fit_sigmoid(steps: Sequence[float], values: Sequence[float]) -> SigmoidFit:
@@ -91,15 +108,19 @@ def fit_with_intervals(points: Sequence[CurvePoint], n_bootstrap: int = N_BOOTST
     fit = fit_sigmoid(steps, [p.score for p in points])
     n = len(points[0].numerator)
     rng = np.random.default_rng(seed)
-    draws = {"t50": [], "slope": [], "plateau": []}
+    draws = {"t50": [], "slope": [], "plateau": [], "rise": []}
     for _ in range(n_bootstrap):
         idx = rng.integers(0, n, n)
         ys = [p.numerator[idx].sum() / max(p.denominator[idx].sum(), 1e-12) for p in points]
         f = fit_sigmoid(steps, ys)
-        draws["t50"].append(f.t50)
+        draws["t50"].append(f.half_rise)
         draws["slope"].append(f.slope)
         draws["plateau"].append(f.plateau)
-    out = {"t50": fit.t50, "slope": fit.slope, "plateau": fit.plateau, "y0": fit.y0, "rmse": fit.rmse,
+        draws["rise"].append(f.plateau - f.start)
+    # t50 is reported as the half-rise step from the measured start (see SigmoidFit.half_rise);
+    # the logistic's own midpoint is kept as `center`
+    out = {"t50": fit.half_rise, "center": fit.t50, "slope": fit.slope, "plateau": fit.plateau,
+           "start": fit.start, "rise": fit.plateau - fit.start, "y0": fit.y0, "rmse": fit.rmse,
            "checkpoints": len(points) - 1}
     for key, vals in draws.items():
         out[f"{key}_low"], out[f"{key}_high"] = (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5)))

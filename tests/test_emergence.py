@@ -66,3 +66,26 @@ def test_the_autoencoder_table_is_in_training_order_with_card_steps():
     got = autoencoder_rows(rows, rows)
     assert [r["checkpoint"] for r in got] == ["tiny_hubert_it1_step600", "tiny_hubert_it1_step1200", "tiny_hubert_it1"]
     assert [r["step"] for r in got] == [600, 1200, 3600]
+
+
+def test_a_curve_that_rises_at_once_gets_its_half_rise_step():
+    """A saturating curve (concave from step 0) puts the logistic midpoint at the lower bound;
+    the reported t50 is the step where half of the measured gain is reached (800 ln 2 here)."""
+    steps = [0, 600, 1200, 2400, 3600]
+    truth = 0.15 + 0.35 * (1 - np.exp(-np.array(steps, float) / 800.0))
+    n = 4000
+    rng = np.random.default_rng(3)
+    points = []
+    for s, p in zip(steps, truth):
+        correct = (rng.random(n) < p).astype(float)
+        points.append(CurvePoint(s, correct.mean(), correct, np.ones(n)))
+    fit = fit_with_intervals(points, n_bootstrap=50)
+    assert fit["center"] < 200  # the logistic's midpoint says nothing here
+    assert abs(fit["t50"] - 800 * np.log(2)) <= 150 and fit["t50_low"] > 200
+    assert abs(fit["rise"] - 0.35 * (1 - np.exp(-4.5))) <= 0.03
+
+
+def test_half_rise_equals_t50_when_the_curve_starts_at_its_floor():
+    steps = np.array([0, 600, 1200, 1800, 2400, 3600], float)
+    fit = fit_sigmoid(steps, sigmoid(steps, 0.1, 0.6, 1500.0, 200.0))
+    assert abs(fit.half_rise - fit.t50) <= 5
