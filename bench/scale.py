@@ -11,8 +11,10 @@ Prints, from one run:
 3. probe training step time reading memory-mapped shards vs the same features already in
    RAM (goal: <= 1.2x);
 4. a cached `--layer all` run (extraction included) vs the same run streamed (`--cache none`);
-5. bare forward throughput of a random-weights HuBERT Base and Large here (for the
-   extrapolation table in the README), on ``--base-seconds`` of audio.
+5. bare forward throughput of a random-weights HuBERT Base and Large here, on
+   ``--base-seconds`` of audio;
+6. from those: disk and extraction time for LibriSpeech 100 h / 960 h and VoxCeleb1 with Base
+   and Large models, one layer or all, and the mode the planner picks on a 1 TB disk.
 """
 
 from __future__ import annotations
@@ -153,14 +155,40 @@ def main() -> None:
         total += len(waves[int(i)]) / 16000
         if total >= args.base_seconds:
             break
+    rates = {}
     for name in ("hubert_base", "hubert_large_ll60k"):
         big = load_upstream(name, random_init=True)
-        rate = _forward_rate(big, sample)
-        print(f"5. {name} (random weights) bare forward here: {rate:.1f} s of audio per s "
+        rates[name] = _forward_rate(big, sample)
+        print(f"5. {name} (random weights) bare forward here: {rates[name]:.1f} s of audio per s "
               f"({torch.get_num_threads()} threads)")
         del big
+    extrapolate(rates, measured / rate_formula)
     print(f"\n(scratch in {work})", file=sys.stderr)
 
 
-if __name__ == "__main__":
-    main()
+#: hours of audio (train split + the dev and test splits a run also extracts) and utterances
+CORPORA = {"LibriSpeech 100 h (train-clean-100 + dev/test-clean)": (100.6 + 5.4 + 5.4, 28539 + 2703 + 2620),
+           "LibriSpeech 960 h (+ dev/test-clean)": (961.1 + 5.4 + 5.4, 281241 + 2703 + 2620),
+           "VoxCeleb1 (dev + test)": (340.4 + 11.2, 148642 + 4874)}
+MODELS = {"hubert_base": (13, 768), "hubert_large_ll60k": (25, 1024)}
+TB = 1e12
+
+
+def extrapolate(rates: dict[str, float], overhead: float) -> None:
+    """Cache bytes from the formula (x the measured on-disk overhead) and extraction time at the
+    measured CPU rate, per corpus, model and layer choice; the planner's mode on a 1 TB disk."""
+    from harness.planning import HEADROOM_BYTES, HEADROOM_FRACTION, human_bytes, human_seconds
+
+    print("\n6. extrapolation: frames caches (fp16, 50 frames/s, x the measured on-disk overhead) for frame and CTC "
+          "tasks and asv; pooled caches (float32 utterance means) for utterance classification (ic, sid, ks, er); "
+          "extraction time at the bare forward rate measured here (CPU)")
+    print(f"{'corpus':<52}{'model':<20}{'layers':<8}{'frames':>10}{'pooled':>10}{'CPU here':>10}  planner on 1 TB (frames)")
+    for corpus, (hours, utts) in CORPORA.items():
+        for model, (layers, dim) in MODELS.items():
+            for label, n in (("1", 1), ("all", layers)):
+                frames = hours * 3600 * 50 * dim * 2 * n * overhead + 8 * utts * n
+                pooled = utts * dim * 4 * n
+                fits = frames * (1 + HEADROOM_FRACTION) + HEADROOM_BYTES <= TB
+                seconds = hours * 3600 / rates[model]
+                print(f"{corpus:<52}{model:<20}{label:<8}{human_bytes(frames):>10}{human_bytes(pooled):>10}"
+                      f"{human_seconds(seconds):>10}  {'disk' if fits else 'refused by --cache disk; auto streams'}")
