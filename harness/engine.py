@@ -313,7 +313,7 @@ def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
     module = ProbeModule(plan.task, plan.probes, list(plan.upstream.info.dims), plan.upstream.info.hop, config,
                          plan.examples["dev"], upstream=plan.upstream if plan.streamed else None,
                          offset=plan.upstream.info.frame_offset)
-    last = plan.run_dir / "checkpoints" / "last.ckpt"
+    last = _checkpoint_for_budget(plan.run_dir, int(config["max_steps"]))
     callbacks = [WindowCheckpoint(last, val_interval)] + ([StepProgress(plan.task.metric.name)] if req.progress else [])
     trainer = pl.Trainer(
         max_steps=int(config["max_steps"]), max_epochs=-1, accelerator=req.accelerator, devices=req.devices,
@@ -330,6 +330,21 @@ def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
     if steps != module.last_validated_step:
         module.validate_now(dev, steps)
     return Fitted(module, steps, trainer.is_global_zero)
+
+
+def _checkpoint_for_budget(run_dir: Path, max_steps: int) -> Path:
+    """Where this run's window checkpoint lives. Normally one per experiment, which any run
+    of it with a budget at least as long continues. If an earlier run of the same experiment
+    already went past this budget, its states cannot give this budget's numbers (and must not
+    be overwritten), so this budget trains on its own, beside it."""
+    import torch
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        done = int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", 0))
+        if done > max_steps:
+            return run_dir / f"budget_{max_steps}" / "last.ckpt"
+    return last
 
 
 @contextlib.contextmanager

@@ -140,6 +140,22 @@ def test_a_short_run_leaves_nothing_that_changes_a_longer_one(tiny_corpus, tmp_p
     assert longer[0]["test"] == clean[0]["test"] and longer[0]["dev_curve"] == clean[0]["dev_curve"]
 
 
+def test_a_shorter_budget_never_takes_a_longer_runs_checkpoint(tiny_corpus, tmp_path, monkeypatch):
+    """A 12-step run of an experiment exists; a 6-step run of the same experiment must give the
+    clean 6-step numbers (it used to resume the step-12 state and report 12 steps), and must
+    leave the longer run's checkpoint as it was."""
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "clean"))
+    clean = _run(tiny_corpus, tmp_path / "c", task="phone", max_steps=6)
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    _run(tiny_corpus, tmp_path / "long", task="phone", max_steps=12)
+    [last] = (tmp_path / "home").glob("runs/*/checkpoints/last.ckpt")
+    before = last.read_bytes()
+    short = _run(tiny_corpus, tmp_path / "short", task="phone", max_steps=6)
+    assert short[0]["steps"] == 6 and short[0]["config"]["max_steps"] == 6
+    assert short[0]["test"] == clean[0]["test"] and short[0]["dev_curve"] == clean[0]["dev_curve"]
+    assert last.read_bytes() == before
+
+
 def test_a_finished_run_is_found_by_identity_and_not_trained_again(tiny_corpus, home, tmp_path):
     req = request(tiny_corpus, tmp_path / "o", task="sid")
     first = run(req)
