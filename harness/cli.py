@@ -433,11 +433,11 @@ def _trajectory(args: argparse.Namespace) -> int:
         rows = emergence_rows(series, args.tasks, args.bootstrap)
         write_text(out, to_csv(rows))
         plot_emergence(rows, out.with_suffix(".png"))
-        print(f"{'objective':<12}{'task':<10}{'layer':>6}{'t50':>9}{'95% CI':>22}{'start':>8}{'plateau':>9}")
+        print(f"{'objective':<12}{'task':<10}{'layer':>6}{'t50':>9}{'95% CI':>22}{'start':>8}{'plateau':>9}  direction")
         for r in rows:
             interval = f"[{r['t50_low']:.0f}, {r['t50_high']:.0f}]"
             print(f"{r['objective']:<12}{r['task']:<10}{r['layer']:>6}{r['t50']:>9.0f}{interval:>22}"
-                  f"{r['start']:>8.4f}{r['plateau']:>9.4f}")
+                  f"{r['start']:>8.4f}{r['plateau']:>9.4f}  {r['direction']}")
         print(f"rows: {out}; figure: {out.with_suffix('.png')}")
         return 0
     import csv

@@ -82,8 +82,10 @@ def fit_sigmoid(steps: Sequence[float], values: Sequence[float]) -> SigmoidFit:
     best = None
     for t_init in (0.1 * last, 0.25 * last, 0.5 * last, last):
         p0 = [start, end, t_init, 0.15 * last]
-        lo = [float(values.min()) - spread, -np.inf, 0.0, 0.01 * last]
-        hi = [float(values.max()) + spread, np.inf, 2.0 * last, last]
+        # both asymptotes within one spread of the measured scores: a curve that is flat at its
+        # end must not be extrapolated to a plateau no checkpoint came near
+        lo = [float(values.min()) - spread, float(values.min()) - spread, 0.0, 0.01 * last]
+        hi = [float(values.max()) + spread, float(values.max()) + spread, 2.0 * last, last]
         res = least_squares(lambda p: sigmoid(steps, *p) - values, np.clip(p0, lo, hi), bounds=(lo, hi))
         if best is None or res.cost < best.cost:
             best = res
@@ -108,7 +110,7 @@ def fit_with_intervals(points: Sequence[CurvePoint], n_bootstrap: int = N_BOOTST
     fit = fit_sigmoid(steps, [p.score for p in points])
     n = len(points[0].numerator)
     rng = np.random.default_rng(seed)
-    draws = {"t50": [], "slope": [], "plateau": [], "rise": []}
+    draws = {"t50": [], "slope": [], "plateau": [], "rise": [], "net_change": []}
     for _ in range(n_bootstrap):
         idx = rng.integers(0, n, n)
         ys = [p.numerator[idx].sum() / max(p.denominator[idx].sum(), 1e-12) for p in points]
@@ -117,13 +119,20 @@ def fit_with_intervals(points: Sequence[CurvePoint], n_bootstrap: int = N_BOOTST
         draws["slope"].append(f.slope)
         draws["plateau"].append(f.plateau)
         draws["rise"].append(f.plateau - f.start)
+        draws["net_change"].append(ys[-1] - ys[0])
     # t50 is reported as the half-rise step from the measured start (see SigmoidFit.half_rise);
     # the logistic's own midpoint is kept as `center`
     out = {"t50": fit.half_rise, "center": fit.t50, "slope": fit.slope, "plateau": fit.plateau,
            "start": fit.start, "rise": fit.plateau - fit.start, "y0": fit.y0, "rmse": fit.rmse,
+           "net_change": points[-1].score - points[0].score,
            "checkpoints": len(points) - 1}
     for key, vals in draws.items():
         out[f"{key}_low"], out[f"{key}_high"] = (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5)))
+    # t50 describes an emergence only where the level rose beyond the noise: judged on the
+    # measured scores (last checkpoint vs step 0, paired over items), not on the fit, which
+    # can chase the noise of five points
+    out["direction"] = ("rises" if out["net_change_low"] > 0 else "falls" if out["net_change_high"] < 0
+                        else "flat")
     return out
 
 
@@ -190,7 +199,8 @@ def plot_emergence(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.2), dpi=100, squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for k, obj in enumerate(objectives):
-            sel = sorted((r for r in rows if r["task"] == task and r["objective"] == obj), key=lambda r: r["layer"])
+            sel = sorted((r for r in rows if r["task"] == task and r["objective"] == obj
+                          and r.get("direction", "rises") == "rises"), key=lambda r: r["layer"])
             if not sel:
                 continue
             xs = np.array([r["layer"] for r in sel]) + (k - (len(objectives) - 1) / 2) * 0.15
@@ -200,7 +210,7 @@ def plot_emergence(rows: list[dict], path: Path) -> None:
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("layer")
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("emergence step (t50, 95% CI)")
+    axes[0, 0].set_ylabel("half-rise step (t50, 95% CI); rising curves only")
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

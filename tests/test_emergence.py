@@ -89,3 +89,22 @@ def test_half_rise_equals_t50_when_the_curve_starts_at_its_floor():
     steps = np.array([0, 600, 1200, 1800, 2400, 3600], float)
     fit = fit_sigmoid(steps, sigmoid(steps, 0.1, 0.6, 1500.0, 200.0))
     assert abs(fit.half_rise - fit.t50) <= 5
+
+
+def test_a_flat_or_falling_curve_is_marked_and_its_plateau_stays_near_the_data():
+    """A level that does not rise gets no emergence step to read, and the fit may not invent a
+    plateau far from every measured score (an unbounded fit gave 18.6 for an accuracy)."""
+    steps = [0, 600, 1200, 2400, 3600]
+    n, rng = 4000, np.random.default_rng(5)
+    same = (rng.random(n) < 0.84).astype(float)  # a level training never touches: the same outcomes
+    for truth, direction in ((None, "flat"), ([0.23, 0.20, 0.15, 0.10, 0.08], "falls"),
+                             ([0.84, 0.845, 0.85, 0.852, 0.853], None)):
+        points = []
+        for i, s in enumerate(steps):
+            correct = same if truth is None else (rng.random(n) < truth[i]).astype(float)
+            points.append(CurvePoint(s, correct.mean(), correct, np.ones(n)))
+        fit = fit_with_intervals(points, n_bootstrap=40)
+        lo, hi = min(p.score for p in points), max(p.score for p in points)
+        assert lo - (hi - lo) - 1e-6 - 1e-9 <= fit["plateau"] <= hi + (hi - lo) + 1e-6 + 1e-9
+        if direction:
+            assert fit["direction"] == direction, (truth, fit["direction"], fit["net_change_low"])
