@@ -192,3 +192,7 @@ def extrapolate(rates: dict[str, float], overhead: float) -> None:
                 seconds = hours * 3600 / rates[model]
                 print(f"{corpus:<52}{model:<20}{label:<8}{human_bytes(frames):>10}{human_bytes(pooled):>10}"
                       f"{human_seconds(seconds):>10}  {'disk' if fits else 'refused by --cache disk; auto streams'}")
+
+
+if __name__ == "__main__":
+    main()

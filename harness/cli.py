@@ -280,7 +280,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     if study is not None:
         from .study import build
 
-        page = build(study, Path(jobs[0].out), jobs[0].data_root, progress=not args.quiet)
+        labels = {f"{u} (random init)" if job.random_init else u for job in jobs for u in job.upstreams}
+        page = build(study, Path(jobs[0].out), jobs[0].data_root, progress=not args.quiet, labels=labels)
         print(f"study: {page} (and {page.with_name('index.html')})")
     reused = sum(o.reused for o in outcomes)
     print(f"{len(outcomes)} runs ({reused} already finished, {len(outcomes) - reused} trained)")

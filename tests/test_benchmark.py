@@ -108,5 +108,8 @@ study:
     text = page.read_text()
     assert "## content" in text and "## speaker" in text and "| fbank |" in text and "| mfcc |" in text
     assert (page.parent / "cka__fbank__mfcc.png").exists() and (page.parent / "index.html").exists()
+    # records of other upstreams under the same results folder stay off a study's page
+    page = build(load_study(config), tmp_path / "res", tiny_corpus, progress=False, labels={"fbank"})
+    assert "| fbank |" in page.read_text() and "| mfcc |" not in page.read_text()
     with pytest.raises(HarnessError, match="groups"):
         load_study(_write(tmp_path / "bad.yaml", "jobs:\n  - upstreams: [fbank]\n    tasks: [sid]\nstudy: {out: x}\n"))
