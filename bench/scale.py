@@ -139,7 +139,7 @@ def main() -> None:
     times = {}
     for cache in ("disk", "none"):
         os.environ["HARNESS_HOME"] = str(work / f"home-{cache}")
-        req = RunRequest(upstream=args.upstream, task="phone", layer="all", out=work / f"out-{cache}",
+        req = RunRequest(upstream=args.upstream, task="phone", layer="all", out=work / f"out-{cache}", data_root=corpus,
                          max_steps=args.steps, overrides={"val_interval": args.steps}, cache=cache, progress=False)
         t = time.perf_counter()
         run(req)

@@ -283,6 +283,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*The number of training batches.*is smaller than the logging interval.*")
     # spawned DDP workers hand their weights back in a temporary checkpoint Lightning writes itself
     warnings.filterwarnings("ignore", message=r".*`weights_only` was not set.*")
+    # a streamed run (--cache none) holds the frozen upstream in eval mode on purpose
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
 @dataclass
