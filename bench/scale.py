@@ -186,7 +186,7 @@ def extrapolate(rates: dict[str, float], overhead: float) -> None:
     for corpus, (hours, utts) in CORPORA.items():
         for model, (layers, dim) in MODELS.items():
             for label, n in (("1", 1), ("all", layers)):
-                frames = hours * 3600 * 50 * dim * 2 * n * overhead + 8 * utts * n
+                frames = hours * 3600 * 50 * dim * 2 * n * overhead  # overhead: measured, headers included
                 pooled = utts * dim * 4 * n
                 fits = frames * (1 + HEADROOM_FRACTION) + HEADROOM_BYTES <= TB
                 seconds = hours * 3600 / rates[model]

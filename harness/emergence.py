@@ -239,13 +239,14 @@ def autoencoder_rows(mel_summary: list[dict], word_summary: list[dict]) -> list[
         return out
 
     mel, word = by_checkpoint(mel_summary), by_checkpoint(word_summary)
+    steps = {ck: _step_of(ck) for ck in mel}
     rows = []
-    for ck in sorted(mel, key=lambda c: (_step_of(c) is None, _step_of(c) or 0, c)):
+    for ck in sorted(mel, key=lambda c: (steps[c] is None, steps[c] or 0, c)):
         if ck not in word:
             continue
         m, w = mel[ck], word[ck]
         top = max(m)
-        rows.append({"checkpoint": ck, "step": _step_of(ck), "top_layer": top, "mel_top": m[top],
+        rows.append({"checkpoint": ck, "step": steps[ck], "top_layer": top, "mel_top": m[top],
                      "word_top": w[top], "mel_rebound": m[top] - min(m.values()),
                      "word_drop": max(w.values()) - w[top], "mel_peak_layer": max(m, key=m.get),
                      "word_peak_layer": max(w, key=w.get), "mel_over_word_top": m[top] / w[top] if w[top] else np.nan})

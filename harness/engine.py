@@ -343,7 +343,8 @@ def _checkpoint_for_budget(run_dir: Path, max_steps: int) -> Path:
 
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.exists():
-        done = int(torch.load(last, map_location="cpu", weights_only=True).get("global_step", 0))
+        # memory-mapped: only the step counter is read here, Lightning loads the state itself
+        done = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
         if done > max_steps:
             return run_dir / f"budget_{max_steps}" / "last.ckpt"
     return last
