@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from harness.similarity import CcaProblem, StreamingCKA, cca_fit, linear_cka, pwcca_score
+from harness.analysis.measures import CcaProblem, StreamingCKA, cca_fit, linear_cka, pwcca_score
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 def _forward_rate(upstream, waves) -> float:
     """Seconds of audio per second of a bare forward pass (batched as extraction batches)."""
-    from harness.extract import iter_layers
+    from harness.features.extract import iter_layers
 
     list(iter_layers(upstream, waves[:1]))  # warm-up
     t = time.perf_counter()
@@ -51,8 +51,8 @@ def main() -> None:
 
     from harness.audio import read_audio
     from harness.corpus.layout import require_embedded_corpus
-    from harness.engine import RunRequest, run
-    from harness.features import ensure_features
+    from harness.probing.engine import RunRequest, run
+    from harness.features.cache import ensure_features
     from harness.registry import load_task
     from harness.upstream import load_upstream
 
@@ -93,7 +93,7 @@ def main() -> None:
           f"ratio {cached / bare:.2f}x (goal >= 0.9x)")
 
     # 3. probe steps: memory-mapped cache vs the same features in RAM
-    from harness.loaders import FeatureDataset, collate
+    from harness.features.loaders import FeatureDataset, collate
     from harness.heads import FrameLinear
 
     layer = up.num_layers // 2
@@ -177,7 +177,7 @@ TB = 1e12
 def extrapolate(rates: dict[str, float], overhead: float) -> None:
     """Cache bytes from the formula (x the measured on-disk overhead) and extraction time at the
     measured CPU rate, per corpus, model and layer choice; the planner's mode on a 1 TB disk."""
-    from harness.planning import HEADROOM_BYTES, HEADROOM_FRACTION, human_bytes, human_seconds
+    from harness.features.planning import HEADROOM_BYTES, HEADROOM_FRACTION, human_bytes, human_seconds
 
     print("\n6. extrapolation: frames caches (fp16, 50 frames/s, x the measured on-disk overhead) for frame and CTC "
           "tasks and asv; pooled caches (float32 utterance means) for utterance classification (ic, sid, ks, er); "

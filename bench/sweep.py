@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--data-root", default=None)
     args = ap.parse_args()
 
-    from harness.engine import RunRequest, run
+    from harness.probing.engine import RunRequest, run
 
     from harness.cli import embedded_corpus_dir
 

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 SAMPLE_RATE = 16_000
 

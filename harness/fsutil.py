@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 _HOST = socket.gethostname().replace(".", "-")[:32] or "host"
 _umask_lock = threading.Lock()

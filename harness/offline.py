@@ -6,7 +6,7 @@ import os
 import socket
 from urllib.parse import urlparse
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 
 def network_available(host: str, port: int = 443, timeout: float = 3.0) -> bool:

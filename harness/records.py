@@ -131,7 +131,7 @@ class Outcomes:
     @property
     def value(self) -> float:
         if self.kind == "verification":
-            from .metrics import equal_error_rate
+            from harness.metrics import equal_error_rate
 
             return equal_error_rate(self.numerator, self.denominator)
         den = sum(self.denominator)
@@ -250,7 +250,7 @@ def outcomes_path(path: Path) -> Path:
 
 def write_record(out: Path, record: ResultRecord, outcomes: Outcomes) -> Path:
     """Write outcomes then the record (a record on disk always has its outcomes); atomic."""
-    from .fsutil import write_json
+    from harness.fsutil import write_json
 
     path = record_path(out, record)
     write_json(outcomes_path(path), outcomes.to_json())
@@ -280,7 +280,7 @@ def read_outcomes(record_file: Path) -> Outcomes:
 def portable_root(path: Path) -> str:
     """``path`` relative to ``$HARNESS_HOME`` when it lies inside it (the same string on every
     machine for the embedded corpus), else the path as an absolute string."""
-    from .fsutil import default_home
+    from harness.fsutil import default_home
 
     for p, home in ((Path(path).absolute(), default_home().absolute()),
                     (Path(path).resolve(), default_home().resolve())):
@@ -289,3 +289,14 @@ def portable_root(path: Path) -> str:
         except ValueError:
             continue
     return str(Path(path).resolve())
+
+
+def format_records(paths: list[Path]) -> str:
+    """One line per record of a run: probe, dev and test metric, learned layer weights."""
+    lines = [f"{'probe':<14}{'dev':>10}{'test':>10}  metric   (records in {paths[0].parent})"]
+    for p in paths:
+        r = read_record(p)
+        name = r.metric.name
+        lines.append(f"{r.probe:<14}{r.dev[name]:>10.4f}{r.test[name]:>10.4f}  {name}"
+                     + ("  weights " + " ".join(f"{w:.2f}" for w in r.layer_weights) if r.layer_weights else ""))
+    return "\n".join(lines)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from importlib import metadata, resources
 from typing import Any
 
-from .errors import HarnessError
+from harness.errors import HarnessError
 
 UPSTREAM_GROUP = "harness.upstreams"
 TASK_GROUP = "harness.tasks"

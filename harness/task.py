@@ -18,13 +18,11 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .config import Field
-from .errors import HarnessError
-from .heads import Head, UtteranceHead
-from .metrics import accuracy
-from .records import MetricSpec, Outcomes  # noqa: F401  (plugins import them from here)
+from harness.config import Field, merge_config, validate
+from harness.errors import HarnessError
+from harness.heads import Head
+from harness.records import MetricSpec, Outcomes  # noqa: F401  (plugins import them from here)
 
 SPLITS = ("train", "dev", "test")
 #: what every task config holds, with types and bounds
@@ -80,6 +78,9 @@ class Task(abc.ABC):
 
     def __init__(self, config: dict) -> None:
         self.config = config
+        #: utterances a split's reader left out, by split, with a reason in the task's docs (for
+        #: example PR drops utterances with out-of-lexicon words); recorded with every result
+        self.dropped: dict[str, int] = {}
 
     @classmethod
     def default_config(cls) -> dict:
@@ -172,155 +173,8 @@ def require_examples(examples: list, what: str, root: Path) -> list:
     return examples
 
 
-class CtcTask(Task):
-    """Shared by the CTC tasks (ASR, PR): LibriSpeech data, token ids 1..V (0 = blank)."""
-
-    level = "ctc"
-    dataset = "librispeech"
-
-    def __init__(self, config: dict, tokens: list[str]) -> None:
-        super().__init__(config)
-        self.tokens = tokens
-        self.index = {t: i + 1 for i, t in enumerate(tokens)}
-
-    def batch_targets(self, examples, frames, hop, offset=0):
-        targets = [torch.tensor(e.target, dtype=torch.long) for e in examples]
-        return {"targets": torch.cat(targets), "target_lengths": torch.tensor([len(t) for t in targets])}
-
-    def loss(self, output, batch):
-        return F.ctc_loss(output.transpose(0, 1), batch["targets"], batch["lengths"],
-                          batch["target_lengths"], blank=0, zero_infinity=True)
-
-
-class UtteranceClassificationTask(Task):
-    """One or more classification slots per utterance (SUPERB IC, SID, KS, ER).
-
-    ``Example.target`` is a tuple of labels, one per slot. Head: Linear(D, proj) -> mean
-    pool -> one linear classifier per slot; the loss sums the slots' cross-entropies; an
-    utterance is correct only when every slot is right (IC's rule; one slot for SID).
-    """
-
-    level = "utterance"
-    metric = MetricSpec("accuracy", higher_is_better=True)
-    config_schema = {**BASE_SCHEMA, "head.proj": Field(int, minimum=1)}
-    poolable = True
-
-    def prepare(self, train: list[Example]) -> None:
-        slots = len(train[0].target)
-        self.label_maps = [LabelMap(e.target[k] for e in train) for k in range(slots)]
-
-    def build_head(self, dim: int):
-        return UtteranceHead(dim, [len(m) for m in self.label_maps], proj=self.config["head"]["proj"])
-
-    def batch_targets(self, examples, frames, hop, offset=0):
-        ids = [[m.encode(label) for m, label in zip(self.label_maps, e.target)] for e in examples]
-        return {"targets": torch.tensor(ids, dtype=torch.long)}
-
-    def loss(self, output, batch):
-        y = batch["targets"]
-        return sum(F.cross_entropy(logits, y[:, k], ignore_index=-1) for k, logits in enumerate(output))
-
-    def predict(self, output, batch):
-        preds = torch.stack([o.argmax(-1) for o in output], dim=1).cpu()
-        return [tuple(m.labels[int(p[k])] for k, m in enumerate(self.label_maps)) for p in preds]
-
-    def score(self, predictions, examples):
-        ids = [e.id for e in examples]
-        correct = [int(tuple(predictions[e.id]) == tuple(e.target)) for e in examples]
-        return {"accuracy": accuracy(correct)}, Outcomes.accuracy(ids, correct)
-
-
-class SpanClassificationTask(Task):
-    """Segments of LibriSpeech utterances classified from their mean-pooled frames (a level of
-    :mod:`harness.levels`: syllables, words). ``Example.target``: the utterance's spans
-    ``(start_s, end_s, label)``; the classes are the ``top`` most frequent training labels
-    (spans of other labels are not scored). Accuracy over spans."""
-
-    level = "frame"
-    dataset = "librispeech"
-    metric = MetricSpec("accuracy", higher_is_better=True)
-    config_schema = {**BASE_SCHEMA, "top": Field(int, minimum=2)}
-    span_level: ClassVar[str]
-
-    def examples(self, data_root: Path, split: str) -> list[Example]:
-        from .corpus.layout import CorpusPaths
-        from .data import read_ctm, read_librispeech
-        from .data.librispeech import SPLITS as LIBRI_SPLITS
-        from .levels import spans, to_spans
-
-        name = split_name(self.config, LIBRI_SPLITS, split)
-        paths = CorpusPaths(Path(data_root))
-        phones, words = read_ctm(paths.ctm(name, "phones")), read_ctm(paths.ctm(name, "words"))
-        out = []
-        for u in read_librispeech(data_root, name):
-            if u.id not in phones:
-                raise HarnessError(f"no alignment for {u.id} in {paths.alignments}; the {self.name} task needs "
-                                   "phone and word CTM files for every utterance")
-            segs = spans(self.span_level, to_spans(phones[u.id]), to_spans(words.get(u.id, [])), u.id)
-            out.append(Example(u.id, u.path, [(s.start, s.end, s.label) for s in segs]))
-        return require_examples(out, f"LibriSpeech {split}", data_root)
-
-    def prepare(self, train: list[Example]) -> None:
-        from .levels import vocabulary
-
-        self.labels = LabelMap(vocabulary((lab for e in train for *_, lab in e.target), int(self.config["top"])))
-
-    def build_head(self, dim: int) -> Head:
-        from .heads import SpanLinear
-
-        return SpanLinear(dim, len(self.labels))
-
-    def batch_targets(self, examples, frames, hop, offset=0):
-        """Every scored span as (utterance in batch, first frame, end frame, class id): the frames
-        whose centre (j * hop + offset) lies inside the span."""
-        from .audio import SAMPLE_RATE
-
-        utt, first, last, ids = [], [], [], []
-        for b, (e, n) in enumerate(zip(examples, frames.tolist())):
-            centres = (np.arange(n) * hop + offset) / SAMPLE_RATE
-            for start, end, label in e.target:
-                k = self.labels.encode(label)
-                if k < 0:
-                    continue
-                inside = np.nonzero((centres >= start) & (centres < end))[0]
-                if len(inside) == 0:
-                    continue
-                utt.append(b)
-                first.append(int(inside[0]))
-                last.append(int(inside[-1]) + 1)
-                ids.append(k)
-        as_long = lambda v: torch.tensor(v, dtype=torch.long)  # noqa: E731
-        return {"span_utt": as_long(utt), "span_first": as_long(first), "span_last": as_long(last),
-                "targets": as_long(ids)}
-
-    def _span_logits(self, output, batch):
-        from .heads import SpanLinear
-
-        return SpanLinear.pool(output, batch["span_utt"], batch["span_first"], batch["span_last"])
-
-    def loss(self, output, batch):
-        if len(batch["targets"]) == 0:
-            return output.sum() * 0.0
-        return F.cross_entropy(self._span_logits(output, batch), batch["targets"])
-
-    def predict(self, output, batch):
-        hits = (self._span_logits(output, batch).argmax(-1) == batch["targets"]).long()
-        correct = torch.zeros(len(batch["examples"]), dtype=torch.long).index_add_(0, batch["span_utt"], hits)
-        total = torch.zeros(len(batch["examples"]), dtype=torch.long).index_add_(
-            0, batch["span_utt"], torch.ones_like(hits))
-        return list(zip(correct.tolist(), total.tolist()))
-
-    def score(self, predictions, examples):
-        ids = [e.id for e in examples]
-        correct = [predictions[i][0] for i in ids]
-        total = [predictions[i][1] for i in ids]
-        return {"accuracy": accuracy(correct, total)}, Outcomes.accuracy(ids, correct, total)
-
-
 def task_config(task_cls: type[Task], overrides: dict | None = None, max_steps: int | None = None) -> dict:
     """The task's defaults with ``overrides`` merged and every value checked."""
-    from .config import merge_config, validate
-
     defaults = task_cls.default_config()
     config = merge_config(defaults, overrides or {})
     if max_steps is not None:

@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .audio import SAMPLE_RATE  # noqa: F401  (every upstream takes audio at this rate)
+from harness.audio import SAMPLE_RATE  # noqa: F401  (every upstream takes audio at this rate)
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Upstream(nn.Module, abc.ABC):
     #: batcher then only groups utterances of equal length.
     padding_sensitive: bool = False
     #: True when a long input may run in overlapping windows (frame-level layers on one hop,
-    #: memory superlinear in length: transformers); see :mod:`harness.extract`.
+    #: memory superlinear in length: transformers); see :mod:`harness.features.extract`.
     chunkable: bool = False
     #: True when :meth:`layers` scales each waveform to zero mean and unit variance first
     #: (wav2vec2-style ``do_normalize``); windows of a long file are then scaled by the whole
@@ -154,7 +154,7 @@ class Upstream(nn.Module, abc.ABC):
         """Attention maps of one utterance ``[samples]``: per transformer layer ``[heads, T, T]``
         (rows: queries, summing to 1). Backends without self-attention, or that do not expose
         it, refuse in one line."""
-        from .errors import HarnessError
+        from harness.errors import HarnessError
 
         raise HarnessError(f"{self.info.spec}: the {self.info.backend} backend does not expose attention maps; "
                            "use a HuggingFace model (hf:...) for attention-level analyses")
@@ -209,8 +209,8 @@ def load_upstream(spec: str, random_init: bool = False, seed: int = 0) -> Upstre
     With ``random_init`` a registry name uses its card's offline ``architecture``
     spec, so the random-weights control needs no download.
     """
-    from .errors import HarnessError
-    from .registry import load_backend, parse_spec
+    from harness.errors import HarnessError
+    from harness.registry import load_backend, parse_spec
 
     backend, source, card = parse_spec(spec)
     if random_init and card is not None and card.architecture:

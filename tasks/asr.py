@@ -18,13 +18,13 @@ from harness.heads import BiLstmCtc, ctc_greedy
 from harness.metrics import error_counts, error_rate
 from harness.task import (
     BASE_SCHEMA,
-    CtcTask,
     Example,
     MetricSpec,
     Outcomes,
     require_examples,
     split_name,
 )
+from harness.tasks.families import CtcTask
 
 CHARS = ["|"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)] + ["'"]
 

@@ -19,9 +19,9 @@ from harness.data import read_iemocap
 from harness.task import (
     BASE_SCHEMA,
     Example,
-    UtteranceClassificationTask,
     require_examples,
 )
+from harness.tasks.families import UtteranceClassificationTask
 
 CLASSES = {"neu": "neu", "hap": "hap", "exc": "hap", "sad": "sad", "ang": "ang"}
 

@@ -12,10 +12,10 @@ from harness.data import read_fsc
 from harness.data.fsc import SPLITS
 from harness.task import (
     Example,
-    UtteranceClassificationTask,
     require_examples,
     split_name,
 )
+from harness.tasks.families import UtteranceClassificationTask
 
 
 class IntentClassification(UtteranceClassificationTask):

@@ -20,10 +20,10 @@ from harness.data.speech_commands import SPLITS
 from harness.task import (
     BASE_SCHEMA,
     Example,
-    UtteranceClassificationTask,
     require_examples,
     split_name,
 )
+from harness.tasks.families import UtteranceClassificationTask
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN, SILENCE = "_unknown_", "_silence_"

@@ -14,13 +14,13 @@ from harness.data.librispeech import SPLITS as LIBRI_SPLITS
 from harness.heads import CtcLinear, ctc_greedy
 from harness.metrics import error_counts, error_rate
 from harness.task import (
-    CtcTask,
     Example,
     MetricSpec,
     Outcomes,
     require_examples,
     split_name,
 )
+from harness.tasks.families import CtcTask
 
 ARPABET = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y "
            "Z ZH").split()

@@ -11,10 +11,10 @@ from harness.data import read_voxceleb1
 from harness.data.voxceleb import SPLITS
 from harness.task import (
     Example,
-    UtteranceClassificationTask,
     require_examples,
     split_name,
 )
+from harness.tasks.families import UtteranceClassificationTask
 
 
 class SpeakerIdentification(UtteranceClassificationTask):

@@ -3,7 +3,7 @@ its frames mean-pooled, classified among the most frequent training syllables; a
 
 from __future__ import annotations
 
-from harness.task import SpanClassificationTask
+from harness.tasks.families import SpanClassificationTask
 
 
 class SyllableClassification(SpanClassificationTask):

@@ -3,7 +3,7 @@ mean-pooled, classified among the most frequent training words; accuracy."""
 
 from __future__ import annotations
 
-from harness.task import SpanClassificationTask
+from harness.tasks.families import SpanClassificationTask
 
 
 class WordClassification(SpanClassificationTask):

@@ -66,7 +66,7 @@ def test_two_concurrent_runs_on_one_home_both_finish_with_identical_records(tiny
     a, b = _numbers(tmp_path / "out0"), _numbers(tmp_path / "out1")
     assert a == b and len(a) == 4
     # the shared cache is complete and every shard verifies
-    from harness.features import CacheEntry
+    from harness.features.cache import CacheEntry
 
     for manifest in (tmp_path / "home" / "features").glob("*/manifest.json"):
         entry = CacheEntry(manifest.parent, json.loads(manifest.read_text()))
@@ -159,7 +159,7 @@ def test_a_long_file_runs_in_windows_on_the_files_frame_grid(tiny_corpus):
     what the model gives on its own window, on the whole file's frame grid; the layer-norm CNN
     output (local, with whole-file waveform normalisation) equals the whole-file pass."""
     from harness.audio import read_audio
-    from harness.extract import chunked_layers, iter_layers
+    from harness.features.extract import chunked_layers, iter_layers
     from harness.upstream import load_upstream, normalise_waveforms
 
     up = load_upstream("tiny_hubert_it1")  # layer-norm CNN, do_normalize
@@ -188,7 +188,7 @@ def test_a_long_file_runs_in_windows_on_the_files_frame_grid(tiny_corpus):
         assert np.allclose(got[layer][2 * core: 3 * core], alone.hidden[layer][0, c: c + core].numpy(), atol=1e-4)
     # iter_layers sends files longer than the threshold to the windows
     calls = []
-    import harness.extract as extract
+    import harness.features.extract as extract
 
     real = extract.chunked_layers
     extract.chunked_layers = lambda *a, **k: calls.append(1) or real(*a, **k)

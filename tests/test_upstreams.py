@@ -14,7 +14,7 @@ import tiny_models
 import torch
 
 from harness.errors import HarnessError
-from harness.extract import iter_layers, length_buckets
+from harness.features.extract import iter_layers, length_buckets
 from harness.fsutil import sha256_file
 from harness.registry import cards
 from harness.upstream import load_upstream, pad_batch

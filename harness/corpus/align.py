@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..audio import SAMPLE_RATE
-from .espeak import NATIVE_RATE, Synthesis
+from harness.audio import SAMPLE_RATE
+from harness.corpus.espeak import NATIVE_RATE, Synthesis
 
 SILENCE = "sil"
 _STRESS_MARKS = "',%=!"

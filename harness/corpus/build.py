@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..audio import SAMPLE_RATE
-from ..data.fsc import FSC_SPLITS
-from ..data.librispeech import SPLITS as LIBRI_SPLIT_OF
-from ..errors import HarnessError
-from ..fsutil import atomic_path, write_json, write_text
-from . import align as alignment
-from .layout import (
+from harness import __version__
+from harness.audio import SAMPLE_RATE
+from harness.data.fsc import FSC_SPLITS
+from harness.data.librispeech import SPLITS as LIBRI_SPLIT_OF
+from harness.errors import HarnessError
+from harness.fsutil import atomic_path, write_json, write_text
+from harness.corpus import align as alignment
+from harness.corpus.layout import (
     ALIGNMENT_DIR,
     FSC_DIR,
     IEMOCAP_DIR,
@@ -45,9 +45,9 @@ from .layout import (
     VOX_DIR,
     CorpusPaths,
 )
-from .manifest import write_manifest
-from .speakers import SpeakerRecipe, make_speakers
-from .text import INTENTS, SentenceSampler, command_phrasings, lexicon
+from harness.corpus.manifest import write_manifest
+from harness.corpus.speakers import SpeakerRecipe, make_speakers
+from harness.corpus.text import INTENTS, SentenceSampler, command_phrasings, lexicon
 
 OUT_RATE = SAMPLE_RATE
 FRAME_SHIFT = 160  # 10 ms phone-label frames
@@ -595,7 +595,7 @@ def format_statistics(stats: dict) -> str:
 def build(out: Path, profile_name: str = "default", seed: int = 0, workers: int | None = None,
           progress: bool = True) -> dict:
     """Build (or finish building) a corpus at ``out``; returns its metadata."""
-    from .espeak import Espeak, prepare_data_dir
+    from harness.corpus.espeak import Espeak, prepare_data_dir
 
     if profile_name not in PROFILES:
         raise HarnessError(f"unknown profile {profile_name!r}; choose from {', '.join(PROFILES)}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import HarnessError
+from harness.errors import HarnessError
 
 # espeak_AUDIO_OUTPUT / event types / flags from speak_lib.h
 _AUDIO_OUTPUT_SYNCHRONOUS = 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.alignments import PHONE_INVENTORY, PHONE_TABLE  # noqa: F401  (inside PHONE_DIR)
-from ..data.librispeech import SPLITS as _LIBRI_SPLIT_OF
+from harness.data.alignments import PHONE_INVENTORY, PHONE_TABLE  # noqa: F401  (inside PHONE_DIR)
+from harness.data.librispeech import SPLITS as _LIBRI_SPLIT_OF
 
 LIBRI_DIR = "LibriSpeech"
 LIBRI_SPLITS = tuple(_LIBRI_SPLIT_OF.values())  # train, dev, test folders
@@ -22,14 +22,14 @@ ALIGNMENT_DIR = "alignments"  # inside LIBRI_DIR: SPLIT.{words,phones}.ctm
 
 def embedded_corpus_dir(profile: str = "default", seed: int = 0) -> Path:
     """Where the embedded corpus for (profile, seed) lives unless --out/--data-root says otherwise."""
-    from ..fsutil import default_home
+    from harness.fsutil import default_home
 
     return default_home() / "corpus" / f"{profile}-seed{seed}"
 
 
 def require_embedded_corpus(profile: str = "default", seed: int = 0) -> Path:
     """The built embedded corpus, or a one-line error saying how to build it."""
-    from ..errors import HarnessError
+    from harness.errors import HarnessError
 
     root = embedded_corpus_dir(profile, seed)
     if not (root / METADATA_NAME).exists():

@@ -4,12 +4,12 @@ Each reader takes a root directory and returns plain records; the same readers
 serve the embedded synthetic corpus and the real corpora, unchanged.
 """
 
-from .alignments import CtmSegment, read_ctm, read_phone_labels
-from .fsc import FscUtterance, read_fsc
-from .iemocap import EmotionUtterance, read_iemocap
-from .librispeech import LibriUtterance, read_librispeech
-from .speech_commands import CommandClip, background_noise, read_speech_commands
-from .voxceleb import (
+from harness.data.alignments import CtmSegment, read_ctm, read_phone_labels
+from harness.data.fsc import FscUtterance, read_fsc
+from harness.data.iemocap import EmotionUtterance, read_iemocap
+from harness.data.librispeech import LibriUtterance, read_librispeech
+from harness.data.speech_commands import CommandClip, background_noise, read_speech_commands
+from harness.data.voxceleb import (
     Trial,
     VoxUtterance,
     read_voxceleb1,

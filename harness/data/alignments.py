@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import HarnessError
+from harness.errors import HarnessError
 
 PHONE_TABLE = "converted_aligned_phones.txt"  # s3prl phone_linear: one line per utterance
 PHONE_INVENTORY = "phones.txt"  # ours: label -> index

@@ -6,7 +6,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import HarnessError
+from harness.errors import HarnessError
 
 #: harness split -> the FSC csv prefix
 SPLITS = {"train": "train", "dev": "valid", "test": "test"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import HarnessError
+from harness.errors import HarnessError
 
 #: harness split -> the LibriSpeech folder SUPERB uses for it
 SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}

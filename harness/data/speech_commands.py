@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import HarnessError
+from harness.errors import HarnessError
 
 SPLITS = {"train": "train", "dev": "validation", "test": "testing"}
 NOISE_DIR = "_background_noise_"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import HarnessError
+from harness.errors import HarnessError
 
 #: split name -> its code in iden_split.txt (the harness uses the same split names)
 VOX_SPLITS = {"train": 1, "dev": 2, "test": 3}

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from harness.data import read_fsc
 from harness.data.fsc import SPLITS
-from harness.task import Example, UtteranceClassificationTask, split_name
+from harness.task import Example, split_name
+from harness.tasks.families import UtteranceClassificationTask
 
 
 class ActionClassification(UtteranceClassificationTask):

@@ -1,0 +1,97 @@
+"""The ``harness`` command: one module per command group, each only parsing, calling the
+library and printing.
+
+Only argparse is imported at start-up; each command imports what it needs when it runs, so
+``harness --help`` stays fast (torch, s3prl and speechbrain are heavy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Callable, Sequence
+
+from harness.cli import analyze, corpus, reports, run, train, upstreams
+
+#: command groups in the order ``harness --help`` lists them
+GROUPS = (corpus, upstreams, run, train, reports, analyze)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole ``harness`` parser: each group module adds its commands."""
+    from harness import __version__
+
+    parser = argparse.ArgumentParser(prog="harness",
+                                     description="Which layer of a speech model should you use for a task, and why.")
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def _quiet_dependencies() -> None:
+    """Keep third-party deprecation chatter and weight-loading bars off the user's terminal."""
+    import os
+    import warnings
+
+    for category in (UserWarning, FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(?!harness)")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import logging
+
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric", "speechbrain"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Terminated(BaseException):
+    """SIGTERM reached the harness's main process (a scheduler's or a user's kill)."""
+
+
+def _on_sigterm(main_pid: int) -> Callable:
+    def handler(signum, frame) -> None:
+        if os.getpid() != main_pid:  # a forked worker (DataLoader, corpus synthesis): leave quietly
+            os._exit(128 + signal.SIGTERM)
+        raise Terminated()
+    return handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from harness.errors import HarnessError
+
+    _quiet_dependencies()
+    # Lightning's own SIGTERM handling ends fit() with a SystemExit of code 0, so a killed run
+    # looked successful; ours runs too (Lightning chains handlers it finds) and ends with 143.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        # `harness` or `harness corpus` alone: show the relevant help
+        target = parser
+        if args.command:
+            target = next(a for a in parser._subparsers._group_actions[0].choices.values()
+                          if a.prog.endswith(args.command))
+        target.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("harness: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("harness: terminated (SIGTERM); re-run the same command to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""``harness corpus``: build, check and describe the embedded corpus."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+def embedded_corpus_dir(profile: str = "default", seed: int = 0) -> Path:
+    from harness.corpus.layout import embedded_corpus_dir as where
+
+    return where(profile, seed)
+
+
+def _corpus_build(args: argparse.Namespace) -> int:
+    from harness.corpus.build import build, format_statistics
+
+    out = Path(args.out) if args.out else embedded_corpus_dir(args.profile, args.seed)
+    meta = build(out, args.profile, args.seed, workers=args.workers, progress=not args.quiet)
+    took = meta.get("build_seconds")
+    print(f"corpus: {out}  (profile {meta['profile']}, seed {meta['seed']}, "
+          f"{len(meta['speakers'])} speakers, {len(meta['phone_inventory'])} phone labels"
+          + (f", built in {took:.1f} s" if took is not None else ", already built") + ")")
+    print(format_statistics(meta["statistics"]))
+    return 0
+
+
+def _corpus_check(args: argparse.Namespace) -> int:
+    from harness.corpus.manifest import check_manifest
+
+    root = Path(args.dir) if args.dir else embedded_corpus_dir()
+    n = check_manifest(root)
+    print(f"ok: {n} files match {root}/manifest.sha256")
+    return 0
+
+
+def _corpus_info(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.corpus.build import format_statistics
+    from harness.errors import HarnessError
+
+    root = Path(args.dir) if args.dir else embedded_corpus_dir()
+    meta_path = root / "corpus.json"
+    if not meta_path.exists():
+        raise HarnessError(f"{root} is not a built harness corpus (no corpus.json); run `harness corpus build`")
+    meta = json.loads(meta_path.read_text())
+    if args.speakers:
+        for s in meta["speakers"]:
+            extra = "" if s["variant_text"] is None else "  [own variant: " + "; ".join(
+                line for line in s["variant_text"].splitlines()[3:] if line) + "]"
+            print(f"{s['index']:3d} {s['gender']} {s['language']:<15}{s['variant']:<12}rate {s['rate']:3d} "
+                  f"pitch {s['pitch']:2d} range {s['pitch_range']:2d}{extra}")
+        return 0
+    print(f"{root}: profile {meta['profile']}, seed {meta['seed']}, espeak-ng {meta['espeak_ng']}, "
+          f"{len(meta['speakers'])} speakers")
+    print(format_statistics(meta["statistics"]))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``harness`` parser."""
+    corpus = sub.add_parser("corpus", help="build, check or describe the embedded synthetic corpus",
+                            description="The embedded offline corpus: espeak-ng speech written in the "
+                                        "LibriSpeech, Fluent Speech Commands and VoxCeleb1 layouts.")
+    csub = corpus.add_subparsers(dest="corpus_command", metavar="ACTION")
+    cb = csub.add_parser("build", help="synthesise a corpus (resumes an interrupted build)",
+                         description="Synthesise a deterministic multi-speaker corpus with phone and word "
+                                     "alignments. Same seed and versions give byte-identical files.")
+    cb.add_argument("--profile", choices=["tiny", "default"], default="default",
+                    help="tiny: ~200 utterances for tests; default: ~5,000 utterances, 48 speakers")
+    cb.add_argument("--out", help="output directory (default: $HARNESS_HOME/corpus/PROFILE-seedN)")
+    cb.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    cb.add_argument("--workers", type=int, default=None, help="synthesis processes (default: up to 2)")
+    cb.add_argument("--quiet", action="store_true", help="no progress bar")
+    cb.set_defaults(func=_corpus_build)
+    cc = csub.add_parser("check", help="verify every file against manifest.sha256",
+                         description="Verify a corpus: every file listed in manifest.sha256 exists and "
+                                     "matches its hash, and no unlisted file is present.")
+    cc.add_argument("dir", nargs="?", help="corpus root (default: the embedded default corpus)")
+    cc.set_defaults(func=_corpus_check)
+    ci = csub.add_parser("info", help="print a corpus's statistics or speaker recipes",
+                         description="Print hours, utterances, speakers, phones and words per split.")
+    ci.add_argument("dir", nargs="?", help="corpus root (default: the embedded default corpus)")
+    ci.add_argument("--speakers", action="store_true", help="list every speaker's recipe instead")
+    ci.set_defaults(func=_corpus_info)
+

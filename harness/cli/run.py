@@ -1,0 +1,136 @@
+"""``harness run``, ``harness plan`` and ``harness benchmark``: probing runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+def _check_names(args: argparse.Namespace) -> None:
+    """Upstream and task names resolved before any heavy import (a typo costs milliseconds)."""
+    from harness.errors import HarnessError
+    from harness.registry import parse_spec, task_names
+
+    if bool(args.upstream) == bool(args.checkpoints):
+        raise HarnessError("give exactly one of --upstream or --checkpoints")
+    if args.task not in task_names():
+        raise HarnessError(f"unknown task {args.task!r}; available: {', '.join(task_names())}")
+    if args.upstream:
+        parse_spec(args.upstream)
+    if args.data_root and not Path(args.data_root).is_dir():
+        raise HarnessError(f"--data-root {args.data_root} does not exist or is not a directory")
+
+
+def _request(args: argparse.Namespace, spec: str):
+    from harness.config import parse_overrides
+    from harness.probing.engine import RunRequest
+
+    devices: str | int = args.devices
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    return RunRequest(
+        upstream=spec, task=args.task, layer=args.layer, data_root=Path(args.data_root) if args.data_root else None,
+        out=Path(args.out), seed=args.seed, max_steps=args.max_steps, overrides=parse_overrides(args.set or []),
+        cache="none" if args.no_cache else args.cache, random_init=args.random_init, init_seed=args.init_seed,
+        devices=devices, num_nodes=args.num_nodes, strategy=args.strategy, accelerator=args.accelerator,
+        workers=args.workers, progress=not args.quiet,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    _check_names(args)
+    from harness.probing.engine import run
+    from harness.records import format_records
+
+    if args.checkpoints:
+        from harness.registry import resolve_checkpoints
+        from harness.reports.suite import run_series
+
+        print(run_series(_request(args, ""), resolve_checkpoints(args.checkpoints)).format())
+        return 0
+    paths = run(_request(args, args.upstream))
+    if paths:
+        print(format_records(paths))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """What `harness run` with the same arguments would extract and store, without doing it."""
+    _check_names(args)
+    from harness.probing.engine import cache_plan, finished_records, prepare
+    from harness.features.planning import time_extraction
+
+    if args.checkpoints:
+        from harness.errors import HarnessError
+
+        raise HarnessError("harness plan takes --upstream (plan one checkpoint at a time)")
+    plan = prepare(_request(args, args.upstream))
+    fp = cache_plan(plan)
+    if not args.no_timing:
+        fp.extraction_rate = time_extraction(plan.upstream, plan.examples["dev"])
+    done = finished_records(plan)
+    if done:
+        fp.notes.append(f"this run is already finished: its records are in {done[0].parent}")
+    print(fp.format())
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from harness.reports.suite import run_suite
+
+    print(run_suite(Path(args.config), progress=not args.quiet).format())
+    return 0
+
+
+def _add_run_arguments(rn: argparse.ArgumentParser) -> None:
+    rn.add_argument("--upstream", help="registry name or BACKEND:SOURCE")
+    rn.add_argument("--checkpoints", nargs="+", help="instead of --upstream: several checkpoints of one model (paths, "
+                    "globs or names); writes a checkpoint x layer grid (CSV + heatmap) of the test metric")
+    rn.add_argument("--task", required=True, help="asr, pr, phone, ic (alias slu), sid, asv, ks or er "
+                    "(or a plugin's task)")
+    rn.add_argument("--layer", default="all", help="N | weighted | A-B | 1,4,7 | all (every layer + weighted; default)")
+    rn.add_argument("--data-root", help="corpus root (default: the embedded corpus)")
+    rn.add_argument("--out", default="results", help="records go to OUT/UPSTREAM/TASK/ (default: results)")
+    rn.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    rn.add_argument("--max-steps", type=int, help="training steps (default: the task's YAML)")
+    rn.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a task config value (repeatable)")
+    rn.add_argument("--cache", choices=["disk", "auto", "none"], default="disk",
+                    help="disk: extract the needed layers once and train from the cache, refused when it would not "
+                         "fit (default); auto: disk when it fits, else none; none: run the upstream inside every "
+                         "step (no disk)")
+    rn.add_argument("--no-cache", action="store_true", help="same as --cache none (as s3prl does)")
+    rn.add_argument("--random-init", action="store_true", help="the upstream's architecture with random weights")
+    rn.add_argument("--init-seed", type=int, default=0, help="seed of --random-init weights (default 0)")
+    rn.add_argument("--devices", default="1", help="training processes per node, passed to Lightning (default 1)")
+    rn.add_argument("--num-nodes", type=int, default=1, help="nodes, passed to Lightning (default 1)")
+    rn.add_argument("--strategy", default="auto", help="passed to Lightning, e.g. ddp, ddp_spawn")
+    rn.add_argument("--accelerator", default="cpu", help="passed to Lightning: cpu, gpu, auto (default cpu)")
+    rn.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    rn.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``harness`` parser."""
+    rn = sub.add_parser("run", help="train task heads on one layer, a weighted sum, or every layer",
+                        description="Train SUPERB-style heads on cached features of an upstream and write one "
+                                    "JSON record per layer setting. Re-running resumes from the last checkpoint.")
+    _add_run_arguments(rn)
+    rn.set_defaults(func=_run)
+
+    pl_ = sub.add_parser("plan", help="what `harness run` with these arguments would extract and store",
+                         description="Print the run's feature-cache plan without doing anything: hours and "
+                                     "utterances per split, cache bytes per split and in total, the free space, "
+                                     "whether it fits, the chosen mode, and an extraction-time estimate from "
+                                     "timing a small sample here. Takes the arguments of `harness run`.")
+    _add_run_arguments(pl_)
+    pl_.add_argument("--no-timing", action="store_true", help="skip timing the extraction on a sample")
+    pl_.set_defaults(func=_plan)
+
+    bm = sub.add_parser("benchmark", help="many runs in one process from a YAML file (e.g. benchmarks/quick.yaml)",
+                        description="Run every (upstream, task) listed in a benchmark config in one process, "
+                                    "loading each upstream once and skipping finished runs; then regenerate the "
+                                    "leaderboard and print the best layers. See harness/benchmark.py for the format.")
+    bm.add_argument("config", help="benchmark YAML (benchmarks/quick.yaml: the default main job; "
+                    "benchmarks/full.yaml: every committed result)")
+    bm.add_argument("--quiet", action="store_true", help="no progress bars (one line per run is still printed)")
+    bm.set_defaults(func=_benchmark)
+

@@ -1,0 +1,63 @@
+"""``harness upstreams`` and ``harness extract``: the upstream registry and every layer of files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+def _upstreams_list(args: argparse.Namespace) -> int:
+    from harness.registry import backend_names, cards
+
+    rows = [(c.name, c.spec, str(c.layers), str(c.dim if isinstance(c.dim, int) else "/".join(map(str, c.dim))),
+             str(c.hop or "-"), c.licence) for c in cards().values()]
+    head = ("name", "spec", "layers", "dim", "hop", "licence")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    print(f"\nbackends for BACKEND:SOURCE specs: {', '.join(backend_names())}")
+    return 0
+
+
+def _upstreams_fetch(args: argparse.Namespace) -> int:
+    from harness.registry import load_backend, parse_spec
+
+    backend, source, _ = parse_spec(args.name)
+    said = load_backend(backend).fetch(source)
+    print(said if said else f"{args.name}: backend {backend} needs no download")
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from harness.features.extract import extract_file
+    from harness.upstream import load_upstream
+
+    upstream = load_upstream(args.upstream, random_init=args.random_init, seed=args.seed)
+    summary = extract_file(upstream, args.wav, args.out)
+    print(f"{args.out}: {summary['layers']} layers "
+          + ", ".join(f"{n} {s[0]}x{s[1]}" for n, s in zip(summary["names"], summary["shapes"])))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this group's commands to the ``harness`` parser."""
+    ups = sub.add_parser("upstreams", help="list the upstream registry, or prefetch weights",
+                         description="Registry of named upstreams (cards) with layer counts; any "
+                                     "BACKEND:SOURCE spec works too (hf:, s3prl:, torchaudio:, speechbrain:, classic:).")
+    usub = ups.add_subparsers(dest="upstreams_command", metavar="ACTION")
+    ups.set_defaults(func=_upstreams_list)
+    uf = usub.add_parser("fetch", help="download a model's weights into its backend cache (needs network)",
+                         description="Prefetch weights on a connected machine for later offline use.")
+    uf.add_argument("name", help="registry name or BACKEND:SOURCE")
+    uf.set_defaults(func=_upstreams_fetch)
+
+    ex = sub.add_parser("extract", help="write every layer of one file to an .npz",
+                        description="Run an upstream on one 16 kHz file and write layer_0 ... layer_{L-1}, "
+                                    "each float32 [frames, dim].")
+    ex.add_argument("--upstream", required=True, help="registry name or BACKEND:SOURCE (see `harness upstreams`)")
+    ex.add_argument("--wav", required=True, help="16 kHz audio file")
+    ex.add_argument("--out", required=True, help="output .npz")
+    ex.add_argument("--random-init", action="store_true", help="same architecture, random weights (probing control)")
+    ex.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
+    ex.set_defaults(func=_extract)
+

@@ -1,0 +1,483 @@
+"""One run: audio -> upstream -> layers -> (feature cache) -> probes -> metrics -> records.
+
+:func:`run` is the pipeline, one step per function:
+
+1. :func:`prepare` resolves the request (task and config, data, upstream, probes) and
+   computes the run's identity, checking everything that can be checked before work;
+2. :func:`finished_records` returns the records of an identical finished run, if any;
+3. :func:`provide_features` builds the datasets: cached layers (extracting only the
+   layers the probes need and only what is missing) or raw audio for streamed runs;
+4. :func:`fit` trains every probe with Lightning (resumable at window ends);
+5. :func:`score` evaluates each probe's best dev state on dev and test;
+6. :func:`write_records` writes one record (plus per-utterance outcomes) per probe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.errors import HarnessError
+from harness.fsutil import default_home, require_writable_dir
+from harness.probing.identity import corpus_identity, run_key
+from harness.probing.probes import ProbeSpec, needed_layers, select_probes
+from harness.records import (
+    MetricSpec,
+    Outcomes,
+    ResultRecord,
+    UpstreamRef,
+    portable_root,
+    read_record,
+    write_record,
+)
+from harness.task import SPLITS, Example, Task
+
+CACHE_MODES = ("disk", "auto", "none")
+
+
+@dataclass
+class RunRequest:
+    """What the user asked for (``harness run`` arguments)."""
+
+    upstream: str
+    task: str
+    layer: str = "all"
+    data_root: Path | None = None
+    out: Path = Path("results")
+    seed: int = 0
+    max_steps: int | None = None
+    overrides: dict | None = None
+    cache: str = "disk"  # disk (refused when it does not fit); auto: disk if it fits, else none; none: streamed
+    no_cache: bool = False  # the old spelling of cache="none"
+    random_init: bool = False
+    init_seed: int = 0
+    devices: str | int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    accelerator: str = "cpu"
+    cache_dtype: str = "float16"
+    workers: int = 0  # DataLoader worker processes
+    progress: bool = True
+
+
+@dataclass
+class RunPlan:
+    """A resolved request: everything the later steps need, and the run's identity."""
+
+    request: RunRequest
+    task: Task
+    config: dict
+    data_root: Path
+    examples: dict[str, list[Example]]
+    upstream: Any  # harness.upstream.Upstream
+    probes: list[ProbeSpec]
+    streamed: bool  # the upstream runs inside every step instead of reading the cache
+    pooled: bool  # utterance means are cached instead of frames
+    world_size: int
+    identity: dict
+    key: str
+    timing: dict = field(default_factory=dict)
+
+    def set_features(self, streamed: bool, pooled: bool) -> None:
+        """How features reach the probes (part of the identity: fp16 frames, float32 means and
+        streamed float32 layers give slightly different numbers)."""
+        self.streamed, self.pooled = streamed, pooled
+        self.identity["features"] = "streamed" if streamed else ("pooled" if pooled else
+                                                                 f"frames-{self.request.cache_dtype}")
+        self.key = run_key(self.identity)
+
+    @property
+    def layers(self) -> list[int]:
+        return needed_layers(self.probes)
+
+    @property
+    def upstream_ref(self) -> UpstreamRef:
+        info = self.upstream.info
+        r = self.request
+        return UpstreamRef(spec=r.upstream, backend=info.backend, source=info.source,
+                           weights_sha256=info.weights_sha256, random_init=r.random_init,
+                           init_seed=r.init_seed if r.random_init else None,
+                           layer_names=tuple(info.layer_names), hop=info.hop)
+
+    @property
+    def out_dir(self) -> Path:
+        """``OUT/UPSTREAM/TASK``: its setting folders hold the records."""
+        return Path(self.request.out) / self.upstream_ref.folder / self.task.name
+
+    @property
+    def run_dir(self) -> Path:
+        return default_home() / "runs" / self.key
+
+
+# ------------------------------------------------------------------ 1. prepare
+
+
+def world_size_of(devices: str | int, num_nodes: int, accelerator: str) -> int:
+    """The number of training processes Lightning will start for these settings."""
+    if isinstance(devices, str):
+        d = devices.strip()
+        if d in ("auto", "-1"):
+            if accelerator in ("gpu", "cuda", "auto"):
+                import torch
+
+                n = torch.cuda.device_count() if torch.cuda.is_available() else 1
+            else:
+                n = 1
+        elif d.isdigit():
+            n = int(d)
+        elif all(p.strip().isdigit() for p in d.strip(",").split(",")):
+            n = len([p for p in d.split(",") if p.strip()])
+        else:
+            raise HarnessError(f"--devices {devices!r} is not a number, a comma list of device ids, or auto")
+    else:
+        n = int(devices)
+    if n < 1 or num_nodes < 1:
+        raise HarnessError("--devices and --num-nodes must be at least 1")
+    return n * num_nodes
+
+
+def prepare(req: RunRequest, upstreams=None) -> RunPlan:
+    """Resolve the request; every check that can be made before work is made here.
+
+    ``upstreams``: an :class:`~harness.upstream.UpstreamPool` to share loaded models
+    between runs (``harness benchmark``); a fresh one otherwise."""
+    from harness.corpus.layout import require_embedded_corpus
+    from harness.registry import load_task
+    from harness.task import task_config
+    from harness.upstream import UpstreamPool
+
+    cache = "none" if req.no_cache else req.cache
+    if cache not in CACHE_MODES:
+        raise HarnessError(f"--cache {cache!r}: choose from {', '.join(CACHE_MODES)}")
+    task_cls = load_task(req.task)
+    config = task_config(task_cls, req.overrides, req.max_steps)
+    world_size = world_size_of(req.devices, req.num_nodes, req.accelerator)
+    if config["batch_size"] % world_size:
+        raise HarnessError(f"batch_size {config['batch_size']} is not divisible by the {world_size} training processes "
+                           "(the batch size is global); --set batch_size to a multiple of it")
+    require_writable_dir(Path(req.out), "--out")
+    require_writable_dir(default_home(), "HARNESS_HOME")
+    if req.data_root is not None:
+        data_root = Path(req.data_root)
+        if not data_root.is_dir():
+            raise HarnessError(f"--data-root {data_root} does not exist or is not a directory")
+    else:
+        data_root = require_embedded_corpus()
+    task = task_cls(config)
+    examples = {split: task.examples(data_root, split) for split in SPLITS}
+    task.prepare(examples["train"])
+    pool = upstreams if upstreams is not None else UpstreamPool()
+    upstream = pool.get(req.upstream, random_init=req.random_init, seed=req.init_seed)
+    probes = select_probes(req.layer, upstream.info, task.level)
+    streamed = cache == "none"
+    pooled = task.poolable and not config["layer_norm"] and not streamed
+    identity = {
+        "upstream": upstream_identity(upstream, req.random_init, req.init_seed), "task": task.name,
+        "config": {k: v for k, v in config.items() if k != "max_steps"}, "probes": [p.key for p in probes],
+        "seed": req.seed, "corpus": corpus_identity(data_root, [e for s in SPLITS for e in examples[s]]),
+        "world_size": world_size, "version": __version__,
+    }
+    plan = RunPlan(req, task, config, data_root, examples, upstream, probes, streamed, pooled, world_size, identity, "")
+    plan.set_features(streamed, pooled)
+    return plan
+
+
+def cache_plan(plan: RunPlan):
+    """What a cached run would write (:class:`~harness.features.planning.FeaturePlan`)."""
+    from harness.features.planning import plan_features
+
+    return plan_features(plan.upstream, plan.task, plan.examples, plan.layers,
+                         plan.task.poolable and not plan.config["layer_norm"], plan.request.cache_dtype,
+                         default_home() / "features")
+
+
+def choose_features(plan: RunPlan) -> RunPlan:
+    """Disk or streaming, before any work: ``--cache disk`` refuses (one line, with the numbers
+    and the ways out) when the cache would not fit; ``--cache auto`` streams instead."""
+    cache = "none" if plan.request.no_cache else plan.request.cache
+    if plan.streamed:
+        return plan
+    fp = cache_plan(plan)
+    if fp.fits:
+        return plan
+    if cache == "disk":
+        raise HarnessError(fp.refusal())
+    print(f"harness: the feature cache would need {fp.needed_with_headroom / 1e9:.1f} GB with headroom and "
+          f"{fp.free / 1e9:.1f} GB are free: streaming the upstream in every step instead (--cache auto)",
+          file=sys.stderr)
+    plan.set_features(streamed=True, pooled=False)
+    return plan
+
+
+def upstream_identity(upstream, random_init: bool, init_seed: int) -> dict:
+    """The upstream by content: its weights hash, or what builds it (random init, no weights)."""
+    info = upstream.info
+    ident = {"backend": info.backend, "layers": list(info.layer_names), "weights_sha256": info.weights_sha256}
+    if info.weights_sha256 is None or random_init:
+        ident["source"] = info.source  # parameter-free features, or an architecture name
+    if random_init:
+        ident["init_seed"] = init_seed
+    return ident
+
+
+# ---------------------------------------------------------- 2. finished runs
+
+
+def finished_records(plan: RunPlan) -> list[Path] | None:
+    """The record paths if every probe of this run already has a record at this step count."""
+    steps = int(plan.config["max_steps"])
+    found = []
+    for spec in plan.probes:
+        hit = None
+        for path in sorted(plan.out_dir.glob(f"*/{spec.key}_seed{plan.request.seed}.json")):
+            try:
+                record = read_record(path)
+            except (OSError, ValueError):
+                continue
+            if record is not None and record.run_key == plan.key and record.steps == steps and \
+                    path.with_name(f"{spec.key}_seed{plan.request.seed}.outcomes.json").exists():
+                hit = path
+                break
+        if hit is None:
+            return None
+        found.append(hit)
+    return found
+
+
+# --------------------------------------------------------------- 3. features
+
+
+def provide_features(plan: RunPlan) -> dict[str, Any]:
+    """A dataset per split: cached layers (only those the probes need) or raw audio."""
+    from harness.features.loaders import FeatureDataset, WaveDataset
+
+    if plan.streamed:
+        return {s: WaveDataset(plan.examples[s]) for s in SPLITS}
+    from harness.features.cache import ensure_features
+
+    kind = "pooled" if plan.pooled else "frames"
+    return {s: FeatureDataset(plan.examples[s], ensure_features(
+        plan.upstream, plan.task.dataset, s, plan.examples[s], kind=kind, dtype=plan.request.cache_dtype,
+        layers=plan.layers, progress=plan.request.progress)) for s in SPLITS}
+
+
+# -------------------------------------------------------------------- 4. fit
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up banners and cloud-product tips off; its warnings that matter kept."""
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # we choose DataLoader workers deliberately (features come memory-mapped from the cache)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*The number of training batches.*is smaller than the logging interval.*")
+    # spawned DDP workers hand their weights back in a temporary checkpoint Lightning writes itself
+    warnings.filterwarnings("ignore", message=r".*`weights_only` was not set.*")
+    # a streamed run (--cache none) holds the frozen upstream in eval mode on purpose
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+
+
+@dataclass
+class Fitted:
+    module: Any  # harness.probing.module.ProbeModule, holding each probe's best dev state
+    steps: int
+    is_global_zero: bool
+
+
+def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
+    """Train every probe.
+
+    Windows of ``val_interval`` steps end with validation and a checkpoint in the run folder,
+    so re-running resumes from the last window end. A run whose last step falls inside a
+    window gets one more validation at that step, so every run ends validated."""
+    import pytorch_lightning as pl
+    import torch
+
+    from harness.features.loaders import eval_loader, train_loader
+    from harness.probing.module import ProbeModule, StepProgress, WindowCheckpoint
+
+    quiet_lightning()
+    req, config = plan.request, plan.config
+    batch_size, val_interval = int(config["batch_size"]), int(config["val_interval"])
+    train = train_loader(datasets["train"], batch_size, val_interval, req.seed, plan.world_size, req.workers)
+    dev = eval_loader(datasets["dev"], batch_size, req.workers)
+    pl.seed_everything(req.seed, workers=True, verbose=False)
+    module = ProbeModule(plan.task, plan.probes, list(plan.upstream.info.dims), plan.upstream.info.hop, config,
+                         plan.examples["dev"], upstream=plan.upstream if plan.streamed else None,
+                         offset=plan.upstream.info.frame_offset)
+    last = _checkpoint_for_budget(plan.run_dir, int(config["max_steps"]))
+    callbacks = [WindowCheckpoint(last, val_interval)] + ([StepProgress(plan.task.metric.name)] if req.progress else [])
+    trainer = pl.Trainer(
+        max_steps=int(config["max_steps"]), max_epochs=-1, accelerator=req.accelerator, devices=req.devices,
+        num_nodes=req.num_nodes, strategy=req.strategy, deterministic=True, num_sanity_val_steps=0,
+        check_val_every_n_epoch=1, callbacks=callbacks, enable_checkpointing=False, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(plan.run_dir),
+        use_distributed_sampler=False,
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    gloo = plan.world_size > 1 and req.accelerator == "cpu"
+    with _no_stdout() if gloo else contextlib.nullcontext():
+        trainer.fit(module, train, dev, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    steps = max(int(trainer.global_step), module.steps_done)  # spawned workers: only the module comes back
+    if steps != module.last_validated_step:
+        module.validate_now(dev, steps)
+    return Fitted(module, steps, trainer.is_global_zero)
+
+
+def _checkpoint_for_budget(run_dir: Path, max_steps: int) -> Path:
+    """Where this run's window checkpoint lives. Normally one per experiment, which any run
+    of it with a budget at least as long continues. If an earlier run of the same experiment
+    already went past this budget, its states cannot give this budget's numbers (and must not
+    be overwritten), so this budget trains on its own, beside it."""
+    import torch
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        # memory-mapped: only the step counter is read here, Lightning loads the state itself
+        done = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
+        if done > max_steps:
+            return run_dir / f"budget_{max_steps}" / "last.ckpt"
+    return last
+
+
+@contextlib.contextmanager
+def _no_stdout():
+    """Gloo (CPU DDP) prints a connection line per rank on the C++ side's stdout; the run's
+    results are printed afterwards, so stdout stays clean for them."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+# ------------------------------------------------------------------ 5. score
+
+
+@dataclass
+class ProbeScores:
+    dev: dict[str, float]
+    test: dict[str, float]
+    outcomes: Outcomes  # per test utterance
+
+
+def score(plan: RunPlan, module, datasets: dict[str, Any]) -> dict[str, ProbeScores]:
+    """Every probe with its best dev state, on dev and test, in one pass per split."""
+    from harness.features.loaders import eval_loader
+    from harness.probing.module import predict_all
+
+    module.load_best()
+    batch_size = int(plan.config["batch_size"])
+    results = {}
+    per_split = {s: predict_all(module, eval_loader(datasets[s], batch_size, plan.request.workers))
+                 for s in ("dev", "test")}
+    for spec in plan.probes:
+        dev_metrics, _ = plan.task.score(per_split["dev"][spec.key], plan.examples["dev"])
+        test_metrics, outcomes = plan.task.score(per_split["test"][spec.key], plan.examples["test"])
+        results[spec.key] = ProbeScores(dev_metrics, test_metrics, outcomes)
+    return results
+
+
+# ------------------------------------------------------------------ 6. records
+
+
+def package_versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "harness": __version__}
+    for name in ("torch", "torchaudio", "pytorch-lightning", "transformers", "s3prl", "speechbrain", "numpy", "jiwer"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_records(plan: RunPlan, fitted: Fitted, scores: dict[str, ProbeScores]) -> list[Path]:
+    module = fitted.module
+    versions = package_versions()
+    metric: MetricSpec = plan.task.metric
+    paths = []
+    for spec in plan.probes:
+        best = module.best[spec.key]
+        s = scores[spec.key]
+        featurizer = module.probes[spec.key].featurizer
+        record = ResultRecord(
+            upstream=plan.upstream_ref, task=plan.task.name, metric=metric, probe=spec.key, layer=spec.mode,
+            layers=list(spec.layers), layer_weights=featurizer.mix().detach().tolist() if spec.weighted else None,
+            dev=s.dev, test=s.test, best_step=best["step"], steps=fitted.steps, seed=plan.request.seed,
+            config=plan.config, corpus=plan.identity["corpus"], run_key=plan.key,
+            test_utterances=len(plan.examples["test"]), versions=versions, dev_curve=module.curve.get(spec.key, []),
+            no_cache=plan.streamed, pooled_cache=plan.pooled, world_size=plan.world_size,
+            dropped_utterances=dict(plan.task.dropped), data_root=portable_root(plan.data_root),
+            wall_time_s=round(sum(plan.timing.values()), 1), timing=dict(plan.timing),
+            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        )
+        # runs measured differently (corpus, config, steps, version) never overwrite each other
+        paths.append(write_record(plan.request.out, record, s.outcomes))
+    return paths
+
+
+# -------------------------------------------------------------------- the run
+
+
+def run(req: RunRequest, upstreams=None) -> list[Path]:
+    """Train and evaluate; write one record per probe; return their paths ([] on ranks > 0)."""
+    t0 = time.time()
+    plan = prepare(req, upstreams)
+    done = finished_records(plan)
+    if done is not None:
+        return done
+    plan = choose_features(plan)
+    with _experiment_lock(plan):
+        done = finished_records(plan)  # another process may have finished it while we waited
+        if done is not None:
+            return done
+        t1 = time.time()
+        datasets = provide_features(plan)
+        t2 = time.time()
+        fitted = fit(plan, datasets)
+        if not fitted.is_global_zero:
+            return []
+        t3 = time.time()
+        scores = score(plan, fitted.module, datasets)
+        plan.timing = {"prepare_s": round(t1 - t0, 1), "extract_s": round(t2 - t1, 1), "train_s": round(t3 - t2, 1),
+                       "evaluate_s": round(time.time() - t3, 1)}
+        return write_records(plan, fitted, scores)
+
+
+@contextlib.contextmanager
+def _experiment_lock(plan: RunPlan):
+    """One process at a time trains a given experiment in a given HARNESS_HOME: a second one
+    waits, then finds the records (same --out) or resumes the finished checkpoint. Skipped
+    under a distributed launch, whose ranks share the run on purpose."""
+    from harness.fsutil import file_lock
+
+    if plan.world_size > 1:
+        yield
+        return
+    lock = plan.run_dir / "run.lock"
+    with file_lock(lock, blocking=False) as held:
+        if held:
+            yield
+            return
+    print(f"harness: another process is running this experiment ({plan.run_dir.name}); waiting for it",
+          file=sys.stderr, flush=True)
+    with file_lock(lock, blocking=True):
+        yield

@@ -1,0 +1,67 @@
+"""What makes two runs the same experiment: content, never locations.
+
+A run's key hashes everything that changes its numbers (upstream weights, task and config,
+probes, seed, corpus content, how features reach the probes, the number of training
+processes, the harness version) and nothing that does not (where the corpus or the
+results sit, the step budget: a longer run continues a shorter one through identical
+windows). The same experiment therefore gets the same key on every machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+from harness.corpus.layout import MANIFEST_NAME, METADATA_NAME
+from harness.task import Example
+
+
+def _target_digest(target) -> str:
+    """A stable text form of a label (tuple of classes, token list or a 10 ms label array)."""
+    if hasattr(target, "tobytes"):
+        return hashlib.sha256(target.tobytes()).hexdigest()[:16] + str(getattr(target, "dtype", ""))
+    return repr(target)
+
+
+def corpus_identity(root: Path, examples: Sequence[Example] = ()) -> dict:
+    """The data a run read, by content: each example's audio and its label, nothing else.
+
+    In a harness-built corpus each audio file's content hash comes from the manifest; in
+    any other corpus (real LibriSpeech, VoxCeleb1 ...) from its relative path and size
+    (hashing hundreds of GB of audio to start a run is not an option; sizes catch another
+    release or a truncated copy). Labels are hashed as the task encoded them. Files a run
+    does not read (other layouts, other splits) never change its identity, so adding data
+    to a corpus leaves earlier results valid.
+    """
+    from harness.features.cache import _corpus_fingerprints
+
+    root = Path(root)
+    meta = root / METADATA_NAME
+    embedded = meta.exists() and (root / MANIFEST_NAME).exists()
+    h = hashlib.sha256()
+    ordered = sorted(examples, key=lambda e: e.id)
+    fingerprints = _corpus_fingerprints(ordered) if embedded else None
+    resolved = root.resolve()
+    for i, e in enumerate(ordered):
+        if embedded:
+            audio = fingerprints[i]
+        else:
+            path = Path(e.path).resolve()
+            try:
+                rel = path.relative_to(resolved).as_posix()
+            except ValueError:
+                rel = path.name
+            audio = f"{rel}:{path.stat().st_size}"
+        part = f"\t{e.segment}" if e.segment else ""  # absent for whole files: earlier identities stay valid
+        h.update(f"{e.id}\t{audio}\t{_target_digest(e.target)}\t{e.reference}{part}\n".encode())
+    if embedded:
+        m = json.loads(meta.read_text())
+        return {"kind": "harness-embedded", "profile": m.get("profile"), "seed": m.get("seed"),
+                "examples": len(ordered), "content_sha256": h.hexdigest()}
+    return {"kind": "external", "examples": len(ordered), "content_sha256": h.hexdigest()}
+
+
+def run_key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]

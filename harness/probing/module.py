@@ -1,0 +1,256 @@
+"""The Lightning module that trains a run's probes, and the callback that makes runs resumable.
+
+``--layer all`` puts L single-layer probes and one weighted-sum probe in one module and
+trains them from the same batches: the losses are summed, but each probe has its own
+parameters, Adam state and gradient clipping, so each trains exactly as it would alone on
+that batch sequence, for the price of one data pass.
+
+Each probe keeps its own best dev state (dev-set model selection). That state and the dev
+curve are part of the module's ``state_dict`` (as extra state), so they travel with
+checkpoints and come back from spawned DDP workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import pytorch_lightning as pl
+import torch
+
+from harness.errors import HarnessError
+from harness.fsutil import atomic_path
+from harness.heads import Featurizer, Head, Probe
+from harness.probing.probes import ProbeSpec
+from harness.task import Example, Task
+
+
+def _quiet_workers() -> None:
+    """Lightning's info lines off in processes that import this module to unpickle it
+    (``ddp_spawn`` workers start a fresh interpreter that never ran the CLI)."""
+    import logging
+
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+_quiet_workers()
+
+
+class ProbeModule(pl.LightningModule):
+    """L+1 (or fewer) independent probes trained from one stream of batches.
+
+    ``upstream``: None when batches carry cached features; an upstream when batches carry
+    waveforms (streamed runs), run frozen under ``no_grad`` inside every step.
+    """
+
+    def __init__(self, task: Task, probes: list[ProbeSpec], dims: list[int], hop: int | None, config: dict,
+                 dev_examples: list[Example], upstream=None, offset: int = 0) -> None:
+        super().__init__()
+        self.task, self.specs, self.hop, self.config, self.offset = task, probes, hop, config, offset
+        self.dev_examples = dev_examples
+        self.upstream = upstream
+        if upstream is not None:
+            upstream.requires_grad_(False)
+        self.probes = torch.nn.ModuleDict()
+        for spec in probes:
+            featurizer = Featurizer(spec.layers, spec.weighted, layer_norm=bool(config["layer_norm"]))
+            head = task.build_head(dims[spec.layers[0]])
+            if not isinstance(head, Head):
+                raise HarnessError(f"task {task.name}: build_head must return a harness.heads.Head, "
+                                   f"got {type(head).__name__}")
+            self.probes[spec.key] = Probe(featurizer, head)
+        self.best: dict[str, dict] = {}  # probe -> {"dev", "step", "state"}
+        self.curve: dict[str, list[dict]] = {}  # probe -> dev metrics at every validation
+        self.steps_done = 0  # optimizer steps taken (travels back from spawned workers)
+        self._val: dict[str, dict] = {}
+
+    # -- features for a batch, from the cache or from the upstream ------------
+    def features(self, batch: dict) -> tuple[list, list]:
+        """(per-layer features, per-layer frame counts) of a batch; None for layers not used."""
+        if self.upstream is None:
+            return batch["hidden"], batch["layer_lengths"]
+        from harness.features.extract import streamed_layers
+
+        return streamed_layers(self.upstream, batch["waves"], batch["wave_lengths"],
+                               sorted({i for s in self.specs for i in s.layers}))
+
+    def prepared(self, batch: dict) -> tuple[list, dict]:
+        """(per-layer features, the batch with lengths and the task's targets)."""
+        from harness.features.loaders import frame_lengths
+
+        hidden, layer_lengths = self.features(batch)
+        b = dict(batch)
+        b["layer_lengths"] = layer_lengths
+        b["lengths"] = frame_lengths(layer_lengths)
+        b.update(self.task.batch_targets(batch["examples"], b["lengths"], self.hop, self.offset))
+        return hidden, b
+
+    def predictions(self, batch: dict) -> dict[str, list[Any]]:
+        """Every probe's predictions for a batch (in batch order)."""
+        hidden, b = self.prepared(batch)
+        return {key: self.task.predict(*probe.outputs(hidden, b)) for key, probe in self.probes.items()}
+
+    # -- training -------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        hidden, b = self.prepared(batch)
+        losses = [self.task.loss(*probe.outputs(hidden, b)) for probe in self.probes.values()]
+        total = sum(losses)
+        self.log("train_loss", total / len(losses), prog_bar=True, batch_size=len(batch["examples"]))
+        return total
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.steps_done = int(self.global_step)
+
+    def on_before_optimizer_step(self, optimizer):
+        clip = self.config.get("grad_clip")
+        if clip:  # per probe, so probes stay independent
+            for probe in self.probes.values():
+                torch.nn.utils.clip_grad_norm_(probe.parameters(), clip)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(list(self.probes.parameters()), lr=float(self.config["lr"]))
+
+    # -- validation: dev-set model selection ----------------------------------
+    def on_validation_epoch_start(self):
+        self._val = {key: {} for key in self.probes}
+
+    def validation_step(self, batch, batch_idx):
+        for key, preds in self.predictions(batch).items():
+            for e, p in zip(batch["examples"], preds):
+                self._val[key][e.id] = p
+
+    def on_validation_epoch_end(self):
+        self.select(int(self.global_step), self._val)
+
+    def select(self, step: int, predictions: dict[str, dict[str, Any]]) -> None:
+        """Score every probe's dev predictions at ``step``; keep each probe's best state."""
+        for key, probe in self.probes.items():
+            metrics, _ = self.task.score(predictions[key], self.dev_examples)
+            value = float(metrics[self.task.metric.name])
+            self.curve.setdefault(key, []).append({"step": step, **{k: float(v) for k, v in metrics.items()}})
+            best = self.best.get(key)
+            if best is None or self.task.metric.better(value, best["dev"]):
+                state = {k: v.detach().clone() for k, v in probe.state_dict().items()}
+                self.best[key] = {"dev": value, "step": step, "state": state}
+
+    @property
+    def last_validated_step(self) -> int | None:
+        steps = [c[-1]["step"] for c in self.curve.values() if c]
+        return max(steps) if steps else None
+
+    def validate_now(self, loader: Iterable[dict], step: int) -> None:
+        """A validation pass outside Lightning's loop (the last step of a run that ends
+        inside a window), with the same selection rule."""
+        preds = predict_all(self, loader)
+        self.select(step, preds)
+
+    def load_best(self) -> None:
+        for key, probe in self.probes.items():
+            if key not in self.best:
+                raise HarnessError("training finished without a validation pass")
+            probe.load_state_dict(self.best[key]["state"])
+
+    # -- state: probes + selection; the frozen upstream is never saved --------
+    def get_extra_state(self) -> dict:
+        return {"best": self.best, "curve": self.curve, "steps_done": self.steps_done}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.best = state.get("best", {})
+        self.curve = state.get("curve", {})
+        self.steps_done = int(state.get("steps_done", 0))
+
+    def state_dict(self, *args, **kwargs):
+        sd = super().state_dict(*args, **kwargs)
+        return {k: v for k, v in sd.items() if not k.startswith("upstream.")}
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        result = super().load_state_dict(state_dict, strict=False)
+        if strict:  # the upstream is left out on purpose (see state_dict); probe keys must all match
+            missing = [k for k in result.missing_keys if not k.startswith("upstream.")]
+            if missing or result.unexpected_keys:
+                raise RuntimeError(f"checkpoint does not match the probes: missing {missing}, "
+                                   f"unexpected {result.unexpected_keys}")
+        return result
+
+
+def predict_all(module: ProbeModule, loader: Iterable[dict]) -> dict[str, dict[str, Any]]:
+    """{probe key: {utterance id: prediction}} over a whole loader, in eval mode."""
+    preds: dict[str, dict[str, Any]] = {key: {} for key in module.probes}
+    was_training = module.training
+    module.eval()
+    with torch.no_grad():
+        for batch in loader:
+            for key, out in module.predictions(batch).items():
+                for e, p in zip(batch["examples"], out):
+                    preds[key][e.id] = p
+    module.train(was_training)
+    return preds
+
+
+class WindowCheckpoint(pl.Callback):
+    """Rewrites ``path`` (atomically) after the validation that closes each training window.
+
+    Only window ends (multiples of ``val_interval``) are saved: a run that stops inside a
+    window leaves its last window end, which any longer run with the same identity passes
+    through identically, so resuming never changes numbers. (Lightning's ModelCheckpoint
+    with save_top_k=0 writes last.ckpt only when training ends.)
+    """
+
+    def __init__(self, path: Path, val_interval: int) -> None:
+        self.path, self.val_interval = Path(path), val_interval
+        self.saved_step = -1
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        step = trainer.global_step
+        if trainer.sanity_checking or step == self.saved_step or step % self.val_interval:
+            return
+        # save_checkpoint is collective (every rank calls it) but only rank 0 writes
+        if trainer.is_global_zero:
+            with atomic_path(self.path) as tmp:
+                trainer.save_checkpoint(str(tmp))
+        else:
+            trainer.save_checkpoint(str(self.path))
+        self.saved_step = step
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit":
+            self._save(trainer)
+
+
+class StepProgress(pl.Callback):
+    """One progress bar over the run's steps (Lightning's counts epochs, which here are
+    validation windows of an endless stream), with the time estimate, the training loss and
+    the best dev score so far."""
+
+    def __init__(self, metric: str) -> None:
+        self.metric = metric
+        self.bar = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import sys
+
+        from tqdm import tqdm
+
+        if trainer.is_global_zero:
+            self.bar = tqdm(total=trainer.max_steps, initial=trainer.global_step, unit="step", desc="training probes",
+                            file=sys.stderr, dynamic_ncols=True)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.bar is not None:
+            self.bar.update(trainer.global_step - self.bar.n)
+            loss = trainer.callback_metrics.get("train_loss")
+            if loss is not None and trainer.global_step % 10 == 0:
+                self.bar.set_postfix_str(f"loss {float(loss):.3f}" + self._best(pl_module), refresh=False)
+
+    def _best(self, module) -> str:
+        if not module.best:
+            return ""
+        values = [b["dev"] for b in module.best.values()]
+        best = max(values) if module.task.metric.higher_is_better else min(values)
+        return f", best dev {self.metric} {best:.4f}"
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

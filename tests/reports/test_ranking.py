@@ -1,0 +1,193 @@
+"""Reporter, leaderboard and recommendation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tiny_models
+import torch
+
+from harness.reports.leaderboard import build
+from harness.reports.ranking import load_records, rank
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def write_probe(root: Path, upstream: str, task: str, layer, outcomes: dict, metric: str, hib: bool, seed=0,
+                config=None, weights=None, names=None):
+    if "correct" in outcomes:
+        score = sum(outcomes["correct"]) / sum(outcomes["total"])
+    else:
+        score = sum(outcomes["errors"]) / sum(outcomes["lengths"])
+    probe = f"layer_{layer}" if isinstance(layer, int) else layer
+    rec = {"format": 1, "task": task, "metric": {"name": metric, "higher_is_better": hib}, "probe": probe,
+           "layer": layer, "layer_weights": weights, "layers": [],
+           "upstream": {"spec": upstream, "random_init": False, "layer_names": names or [f"l{i}" for i in range(20)]},
+           "test": {metric: score}, "dev": {metric: score}, "seed": seed, "steps": 100,
+           "config": config or {"lr": 0.001, "batch_size": 8}, "corpus": {"kind": "external", "root": "/x"},
+           "versions": {"harness": "0.1.0"}, "test_utterances": len(outcomes["ids"])}
+    folder = root / upstream / task
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{probe}_seed{seed}.json").write_text(json.dumps(rec))
+    (folder / f"{probe}_seed{seed}.outcomes.json").write_text(json.dumps(outcomes))
+    return score
+
+
+def acc_outcomes(p: float, n: int, rng) -> dict:
+    correct = (rng.random(n) < p).astype(int).tolist()
+    return {"ids": [f"u{i}" for i in range(n)], "correct": correct, "total": [1] * n}
+
+
+def wer_outcomes(rate: float, n: int, rng) -> dict:
+    lengths = rng.integers(5, 15, size=n)
+    errors = rng.binomial(lengths, rate)
+    return {"ids": [f"u{i}" for i in range(n)], "errors": errors.tolist(), "lengths": lengths.tolist()}
+
+
+@pytest.fixture()
+def results(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "results"
+    for layer, p in enumerate([0.3, 0.6, 0.8, 0.78, 0.5]):
+        write_probe(root, "modelA", "ic", layer, acc_outcomes(p, 400, rng), "accuracy", True)
+    write_probe(root, "modelA", "ic", "weighted", acc_outcomes(0.79, 400, rng), "accuracy", True,
+                weights=[0.1, 0.2, 0.3, 0.3, 0.1])
+    for layer, r in enumerate([0.5, 0.2, 0.35, 0.6]):
+        write_probe(root, "modelA", "asr", layer, wer_outcomes(r, 300, rng), "wer", False)
+    return root
+
+
+def test_ranking_direction_for_accuracy_and_wer(results):
+    by_task = {r.task: r for r in rank(load_records(results))}
+    assert by_task["ic"].best.layer == 2 and by_task["ic"].ranked()[0].layer == 2
+    assert by_task["asr"].best.layer == 1  # lowest WER wins
+    assert [s.layer for s in by_task["asr"].ranked()] == [1, 2, 0, 3]
+
+
+def test_bootstrap_ci_brackets_and_narrows(tmp_path):
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (100, 1600):
+        root = tmp_path / f"n{n}"
+        for layer in range(2):
+            write_probe(root, "m", "sid", layer, acc_outcomes(0.7, n, rng), "accuracy", True)
+        (r,) = rank(load_records(root))
+        for s in r.layers:
+            assert s.ci_low <= s.score <= s.ci_high
+        widths.append(np.mean([s.ci_high - s.ci_low for s in r.layers]))
+    assert widths[1] < widths[0] / 2  # ~1/sqrt(16) = 1/4 in theory
+
+
+def test_significance_set_contains_best_and_excludes_clear_losers(results):
+    ic = next(r for r in rank(load_records(results)) if r.task == "ic")
+    near = {s.layer for s in ic.layers if s.not_worse}
+    assert ic.best.layer in near
+    assert 3 in near  # 0.78 vs 0.80 on 400 utterances: not distinguishable
+    assert 0 not in near and 4 not in near
+
+
+def test_several_seeds_are_combined(tmp_path):
+    rng = np.random.default_rng(2)
+    for seed in range(3):
+        for layer, p in enumerate([0.4, 0.7]):
+            write_probe(tmp_path, "m", "sid", layer, acc_outcomes(p, 200, rng), "accuracy", True, seed=seed)
+    (r,) = rank(load_records(tmp_path))
+    assert all(s.seeds == 3 for s in r.layers) and r.best.layer == 1
+
+
+
+def test_a_record_stored_twice_counts_once(results):
+    before = len(load_records(results))
+    copy = results / "trajectory" / "modelA" / "ic"
+    shutil.copytree(results / "modelA" / "ic", copy)
+    assert len(load_records(results)) == before
+    (r,) = [r for r in rank(load_records(results)) if r.task == "ic"]
+    assert all(s.seeds == 1 for s in r.layers)
+    # a random-weights run under the same name is another measurement, not a duplicate
+    rec = json.loads((copy / "layer_0_seed0.json").read_text())
+    rec["upstream"]["random_init"] = True
+    (copy / "layer_0_seed0.json").write_text(json.dumps(rec))
+    assert len(load_records(results)) == before + 1
+
+def test_leaderboard_is_byte_identical_and_keeps_settings_apart(results, tmp_path):
+    rng = np.random.default_rng(3)
+    # the same upstream and task measured with another config: must be a separate table
+    for layer, p in enumerate([0.5, 0.9]):
+        write_probe(results / "other", "modelA", "ic", layer, acc_outcomes(p, 100, rng), "accuracy", True,
+                    config={"lr": 0.1, "batch_size": 8})
+    a, b = tmp_path / "a", tmp_path / "b"
+    build(results, a)
+    build(results, b)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    md = (a / "LEADERBOARD.md").read_text()
+    assert md.count("## ic") == 2 and md.count("## asr") == 1
+    rows = (a / "leaderboard.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3
+    # regenerating after records were removed drops their plots, and only those
+    (a / "plots" / "notes.png").write_bytes(b"not a leaderboard plot")
+    before = {f.name for f in (a / "plots").iterdir()}
+    shutil.rmtree(results / "other")
+    build(results, a)
+    gone = before - {f.name for f in (a / "plots").iterdir()}
+    assert len(gone) == 1 and next(iter(gone)).startswith("ic__modelA__")
+
+
+def test_exported_truncated_model_reproduces_kept_layers(tmp_path, monkeypatch):
+    from harness.reports.recommend import costs, export
+    from harness.upstream import load_upstream, pad_batch
+
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    model = tiny_models.hf_hubert(tmp_path / "m", layers=4)
+    out = export(f"hf:{model}", 2, tmp_path / "cut")
+    full, cut = load_upstream(f"hf:{model}"), load_upstream(f"hf:{out}")
+    assert cut.num_layers == 3
+    wavs, lens = pad_batch([torch.randn(16000) * 0.1])
+    a, b = full.layers(wavs, lens).hidden, cut.layers(wavs, lens).hidden
+    for i in range(3):
+        assert (a[i] - b[i]).abs().max().item() <= 1e-5
+    n_full = sum(p.numel() for p in full.parameters())
+    n_cut = sum(p.numel() for p in cut.parameters())
+    assert n_cut < n_full
+    c_full, c_cut = costs(f"hf:{model}", 2)
+    assert c_cut.params < c_full.params and c_cut.gflops_per_second < c_full.gflops_per_second
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Debian chromium is not installed (scripts/test.sh installs it as root)")
+def test_html_renders_in_headless_chromium(results, tmp_path):
+    out = tmp_path / "board"
+    build(results, out)
+    page = out / "index.html"
+    probe = page.read_text().replace(
+        "</body>", "<script>window.addEventListener('load',function(){document.body.setAttribute('data-ok',"
+        "[].filter.call(document.images,function(i){return i.complete&&i.naturalWidth>0}).length+'/'+"
+        "document.images.length+'/'+document.querySelectorAll('table tbody tr').length);});</script></body>")
+    checked = tmp_path / "checked.html"
+    checked.write_text(probe)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000"]
+    dom = subprocess.run([_chromium(), *flags, "--dump-dom", checked.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    import re
+
+    m = re.search(r'data-ok="(\d+)/(\d+)/(\d+)"', dom)
+    assert m, dom[:500]
+    loaded, images, table_rows = map(int, m.groups())
+    assert images == 2 and loaded == images and table_rows == 2
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "leaderboard.png"
+    subprocess.run([_chromium(), *flags, "--window-size=1280,1400", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000

@@ -1,0 +1,45 @@
+"""The package's shape: stages as folders, imports only pointing down, no cycle, a thin CLI."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _graph_module():
+    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_import_points_to_a_lower_stage_and_none_forms_a_cycle():
+    graph = _graph_module()
+    edges = graph.edges()
+    assert len(edges) > 200  # the parser sees the package's imports (function-level ones included)
+    assert graph.violations(edges) == []
+    assert graph.cycles(edges) == []
+
+
+def test_the_checker_catches_an_upward_import_and_a_cycle():
+    graph = _graph_module()
+    fake = ROOT / "harness" / "task.py"
+    upward = [("harness.task", "harness.probing.engine", fake, 1)]
+    assert graph.violations(upward) and "imports harness.probing.engine" in graph.violations(upward)[0]
+    sideways = [("harness.training.hubert", "harness.analysis.measures", fake, 1)]
+    assert graph.violations(sideways)
+    loop = [("harness.a", "harness.b", fake, 1), ("harness.b", "harness.a", fake, 2)]
+    assert graph.cycles(loop) == [["harness.a", "harness.b"]]
+
+
+def test_every_module_belongs_to_a_known_stage_folder():
+    graph = _graph_module()
+    folders = {graph.folder_of(m) for m in graph.module_files()}
+    assert folders <= set(graph.STAGES)
+    subpackages = {p.name for p in (ROOT / "harness").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert subpackages <= set(graph.STAGES), subpackages - set(graph.STAGES)
+
+
+def test_the_cli_modules_stay_small():
+    for path in (ROOT / "harness" / "cli").glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 300, path.name
