@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import soundfile as sf
 
 from harness.errors import HarnessError
 
@@ -20,8 +21,6 @@ def read_audio(path: str | os.PathLike, expected_rate: int = SAMPLE_RATE,
     sample rate other than ``expected_rate`` (we never resample silently: a 8 kHz
     file fed to a 16 kHz model gives wrong numbers without any warning).
     """
-    import soundfile as sf
-
     if not os.path.exists(path):
         raise HarnessError(f"audio file not found: {path}")
     try:

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import yaml
+
 from harness.errors import HarnessError
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
@@ -29,6 +31,7 @@ class Field:
     nullable: bool = False
 
     def describe(self) -> str:
+        """The field's type and bounds in words, for error messages (e.g. 'an int >= 1')."""
         parts = [_TYPE_NAMES.get(self.kind, self.kind.__name__)]
         if self.above is not None:
             parts.append(f"> {self.above:g}")
@@ -105,8 +108,6 @@ def infer_field(default: Any) -> Field:
 
 def parse_overrides(pairs: list[str]) -> dict:
     """``["lr=0.01", "head.hidden=256"]`` -> nested dict with YAML-typed values."""
-    import yaml
-
     out: dict = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

@@ -9,6 +9,7 @@ is recognised by its dead process id and removed. Files are created with the use
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ _umask_lock = threading.Lock()
 
 
 def current_umask() -> int:
+    """The process umask (read by setting and restoring it, under a lock: os.umask has no getter)."""
     with _umask_lock:  # os.umask can only be read by setting it
         mask = os.umask(0o022)
         os.umask(mask)
@@ -160,8 +162,6 @@ def file_lock(path: str | os.PathLike, blocking: bool = True) -> Iterator[bool]:
 
     Yields True when held; with ``blocking=False`` yields False at once if another process
     holds it. The lock dies with its process, so a killed holder never blocks anyone."""
-    import fcntl
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -180,11 +180,13 @@ def file_lock(path: str | os.PathLike, blocking: bool = True) -> Iterator[bool]:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a unique temporary name in the same folder, then a rename)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`write_bytes`)."""
     write_bytes(path, text.encode("utf-8"))
 
 
@@ -194,6 +196,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in ``chunk``-byte blocks (constant memory for large weights)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while True:

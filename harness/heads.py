@@ -31,6 +31,7 @@ class Featurizer(nn.Module):
             raise ValueError("a single-layer featurizer takes exactly one layer")
 
     def mix(self) -> torch.Tensor | None:
+        """Softmax of the learned layer weights ``[layers]`` (None for a single-layer featurizer)."""
         return F.softmax(self.weights, dim=0) if self.weighted else None
 
     def forward(self, hidden: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -38,6 +38,7 @@ FRAME_S = 0.01
 
 @dataclass(frozen=True)
 class Span:
+    """One aligned segment: ``start`` and ``end`` in seconds, and its label (a phone, syllable or word)."""
     start: float  # seconds
     end: float
     label: str

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import jiwer
 import numpy as np
 
 
 def error_counts(references: Sequence[str], hypotheses: Sequence[str], unit: str = "word") -> tuple[list[int], list[int]]:
     """Per-utterance (edits, reference length) for word (WER/PER on space-separated tokens)
     or character (CER) units."""
-    import jiwer
-
     edits, lengths = [], []
     for ref, hyp in zip(references, hypotheses):
         if unit == "word":
@@ -39,6 +38,9 @@ def error_counts(references: Sequence[str], hypotheses: Sequence[str], unit: str
 
 
 def error_rate(edits: Sequence[int], lengths: Sequence[int]) -> float:
+    """Total edits over total reference length (WER/CER/PER from :func:`error_counts`); 0.0 when
+    the references are empty (nothing to get wrong).
+    """
     total = sum(lengths)
     return float(sum(edits)) / total if total else 0.0
 

@@ -9,9 +9,13 @@ which backend loads them.
 from __future__ import annotations
 
 import functools
+import glob
 from dataclasses import dataclass, field
 from importlib import metadata, resources
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from harness.errors import HarnessError
 
@@ -25,10 +29,14 @@ def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
 
 
 def backend_names() -> list[str]:
+    """Names of the upstream backends registered in the ``harness.upstreams`` entry-point group."""
     return sorted(_entry_points(UPSTREAM_GROUP))
 
 
 def load_backend(name: str) -> Any:
+    """The backend class registered under ``name`` (an :class:`~harness.upstream.Upstream`
+    subclass); one-line HarnessError listing the known names otherwise.
+    """
     eps = _entry_points(UPSTREAM_GROUP)
     if name not in eps:
         raise HarnessError(f"unknown upstream backend {name!r}; available: {', '.join(sorted(eps))}")
@@ -36,10 +44,14 @@ def load_backend(name: str) -> Any:
 
 
 def task_names() -> list[str]:
+    """Names of the tasks registered in the ``harness.tasks`` entry-point group."""
     return sorted(_entry_points(TASK_GROUP))
 
 
 def load_task(name: str) -> Any:
+    """The task class registered under ``name`` (a :class:`~harness.task.Task` subclass);
+    one-line HarnessError listing the known names otherwise.
+    """
     eps = _entry_points(TASK_GROUP)
     if name not in eps:
         raise HarnessError(f"unknown task {name!r}; available: {', '.join(sorted(eps))}")
@@ -63,8 +75,7 @@ class Card:
 
 @functools.lru_cache(maxsize=1)
 def cards() -> dict[str, Card]:
-    import yaml
-
+    """The named models of ``upstreams/cards.yaml``, by name (read once)."""
     text = resources.files("harness.upstreams").joinpath("cards.yaml").read_text()
     out = {}
     for name, body in yaml.safe_load(text).items():
@@ -95,9 +106,6 @@ def parse_spec(spec: str) -> tuple[str, str, Card | None]:
 def resolve_checkpoints(items: list[str]) -> list[str]:
     """Globs, paths and names -> upstream specs (HF directories -> hf:, other files ->
     torchaudio:, anything else as given, e.g. a card name)."""
-    import glob
-    from pathlib import Path
-
     specs: list[str] = []
     for item in items:
         matches = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]

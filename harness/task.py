@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import torch
+import yaml
 
 from harness.config import Field, merge_config, validate
 from harness.errors import HarnessError
@@ -85,8 +86,6 @@ class Task(abc.ABC):
     @classmethod
     def default_config(cls) -> dict:
         """The defaults in ``NAME.yaml`` beside the module that defines the task class."""
-        import yaml
-
         path = Path(inspect.getfile(cls)).with_name(f"{cls.name}.yaml")
         if not path.exists():
             raise HarnessError(f"task {cls.name}: its defaults file {path} is missing")
@@ -164,10 +163,12 @@ class LabelMap:
         return len(self.labels)
 
     def encode(self, label: str) -> int:
+        """The id of ``label``, or -1 for a label never seen in training (it can never be predicted right)."""
         return self.index.get(label, -1)  # unseen in training: can never be predicted right
 
 
 def require_examples(examples: list, what: str, root: Path) -> list:
+    """``examples`` unchanged, or a one-line HarnessError naming ``what`` and the data root when empty."""
     if not examples:
         raise HarnessError(f"no {what} examples under {root}; check --data-root")
     return examples

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from harness.audio import SAMPLE_RATE  # noqa: F401  (every upstream takes audio at this rate)
+from harness.errors import HarnessError
+from harness.registry import load_backend, parse_spec
 
 
 @dataclass
@@ -82,13 +84,16 @@ class UpstreamInfo:
     layer_hops: list[int | None] | None = None
 
     def hop_of(self, layer: int) -> int | None:
+        """Samples per frame of ``layer`` (None for an utterance-level layer)."""
         return self.hop if self.layer_hops is None else self.layer_hops[layer]
 
     def is_frame_level(self, layer: int) -> bool:
+        """True when ``layer`` has frames (not one vector per utterance)."""
         return self.hop_of(layer) is not None
 
     @property
     def frame_layers(self) -> list[int]:
+        """Indices of the frame-level layers."""
         return [i for i in range(len(self.layer_names)) if self.is_frame_level(i)]
 
 
@@ -154,8 +159,6 @@ class Upstream(nn.Module, abc.ABC):
         """Attention maps of one utterance ``[samples]``: per transformer layer ``[heads, T, T]``
         (rows: queries, summing to 1). Backends without self-attention, or that do not expose
         it, refuse in one line."""
-        from harness.errors import HarnessError
-
         raise HarnessError(f"{self.info.spec}: the {self.info.backend} backend does not expose attention maps; "
                            "use a HuggingFace model (hf:...) for attention-level analyses")
 
@@ -164,7 +167,21 @@ class Upstream(nn.Module, abc.ABC):
 
     @property
     def num_layers(self) -> int:
+        """Number of layers the upstream exposes (hidden states, CNN output included)."""
         return len(self.info.layer_names)
+
+    def identity(self) -> dict:
+        """The upstream by content, for run keys and feature-cache keys: its backend, layer
+        names and weights hash; the source as well when there are no weights to hash
+        (parameter-free features) or the weights are random (``--random-init``: the
+        architecture and the seed build them)."""
+        info = self.info
+        ident = {"backend": info.backend, "layers": list(info.layer_names), "weights_sha256": info.weights_sha256}
+        if info.weights_sha256 is None or info.random_init:
+            ident["source"] = info.source
+        if info.random_init:
+            ident["init_seed"] = info.notes.get("init_seed", 0)
+        return ident
 
 
 def conv_frames(lengths: torch.Tensor, kernels: Sequence[int], strides: Sequence[int]) -> torch.Tensor:
@@ -208,16 +225,17 @@ def load_upstream(spec: str, random_init: bool = False, seed: int = 0) -> Upstre
 
     With ``random_init`` a registry name uses its card's offline ``architecture``
     spec, so the random-weights control needs no download.
-    """
-    from harness.errors import HarnessError
-    from harness.registry import load_backend, parse_spec
 
+    Raises HarnessError (one line) for an unknown name or backend, for weights that are not
+    in the backend's cache, and when a card's model loads with another layer count.
+    """
     backend, source, card = parse_spec(spec)
     if random_init and card is not None and card.architecture:
         backend, source = card.architecture.split(":", 1)
     cls = load_backend(backend)
     upstream = cls.load(source, random_init=random_init, seed=seed)
     upstream.info.spec = spec
+    upstream.info.random_init = random_init
     if random_init:
         upstream.info.notes["init_seed"] = seed
     if card is not None and upstream.num_layers != card.layers:
@@ -238,6 +256,7 @@ class UpstreamPool:
         self._loaded: dict[tuple[str, bool, int], Upstream] = {}
 
     def get(self, spec: str, random_init: bool = False, seed: int = 0) -> Upstream:
+        """The loaded upstream for (spec, random_init, seed), loading it on first use."""
         key = (spec, random_init, seed if random_init else 0)
         if key not in self._loaded:
             self._loaded[key] = load_upstream(spec, random_init=random_init, seed=seed)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.tasks.families import CtcTask
+
 from harness.config import Field
 from harness.data import read_librispeech
 from harness.data.librispeech import SPLITS as LIBRI_SPLITS
@@ -24,12 +26,12 @@ from harness.task import (
     require_examples,
     split_name,
 )
-from harness.tasks.families import CtcTask
 
 CHARS = ["|"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)] + ["'"]
 
 
 class SpeechRecognition(CtcTask):
+    """SUPERB ASR: characters with CTC from a BiLSTM head, greedy decoding, WER on LibriSpeech."""
     name = "asr"
     metric = MetricSpec("wer", higher_is_better=False)
     config_schema = {**BASE_SCHEMA, "metric": Field(str, choices=("wer", "cer")),

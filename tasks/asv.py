@@ -33,6 +33,7 @@ from harness.task import (
 
 
 class SpeakerVerification(Task):
+    """SUPERB ASV: an x-vector head trained with AM-softmax on training speakers, cosine-scored trials, EER."""
     name = "asv"
     level = "utterance"
     dataset = "voxceleb1"

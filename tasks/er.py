@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.tasks.families import UtteranceClassificationTask
+
 from harness.config import Field
 from harness.data import read_iemocap
 from harness.task import (
@@ -21,12 +23,12 @@ from harness.task import (
     Example,
     require_examples,
 )
-from harness.tasks.families import UtteranceClassificationTask
 
 CLASSES = {"neu": "neu", "hap": "hap", "exc": "hap", "sad": "sad", "ang": "ang"}
 
 
 class EmotionRecognition(UtteranceClassificationTask):
+    """SUPERB ER: four classes from a mean-pooled linear head on the IEMOCAP layout, accuracy."""
     name = "er"
     dataset = "iemocap"
     config_schema = {**BASE_SCHEMA, "head.proj": Field(int, minimum=1),

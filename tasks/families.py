@@ -194,6 +194,7 @@ class FrameClassificationTask(Task):
 
     @property
     def num_classes(self) -> int:
+        """Number of frame classes (the head's output size)."""
         raise NotImplementedError
 
     def build_head(self, dim: int) -> Head:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.tasks.families import UtteranceClassificationTask
+
 from harness.data import read_fsc
 from harness.data.fsc import SPLITS
 from harness.task import (
@@ -15,10 +17,10 @@ from harness.task import (
     require_examples,
     split_name,
 )
-from harness.tasks.families import UtteranceClassificationTask
 
 
 class IntentClassification(UtteranceClassificationTask):
+    """SUPERB IC: action, object and location of Fluent Speech Commands; right only when all three are."""
     name = "ic"
     dataset = "fsc"
 

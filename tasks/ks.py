@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+from harness.tasks.families import UtteranceClassificationTask
 
 from harness.audio import SAMPLE_RATE
 from harness.config import Field
@@ -23,7 +25,6 @@ from harness.task import (
     require_examples,
     split_name,
 )
-from harness.tasks.families import UtteranceClassificationTask
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN, SILENCE = "_unknown_", "_silence_"
@@ -31,6 +32,7 @@ NOISE_PARTS = {"train": (0.0, 0.8), "dev": (0.8, 0.9), "test": (0.9, 1.0)}
 
 
 class KeywordSpotting(UtteranceClassificationTask):
+    """SUPERB KS: ten words, unknown and silence of Speech Commands v0.01, accuracy."""
     name = "ks"
     dataset = "speech_commands"
     config_schema = {**BASE_SCHEMA, "head.proj": Field(int, minimum=1),
@@ -44,8 +46,6 @@ class KeywordSpotting(UtteranceClassificationTask):
 
     @staticmethod
     def _silence(data_root: Path, split: str, n: int) -> list[Example]:
-        import soundfile as sf
-
         if n <= 0:
             return []
         noises = background_noise(data_root)

@@ -11,13 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from harness.tasks.families import FrameClassificationTask
 
 from harness.config import Field
 from harness.data import read_librispeech, read_phone_labels
 from harness.data.librispeech import SPLITS as LIBRI_SPLITS
 from harness.errors import HarnessError
 from harness.task import BASE_SCHEMA, Example, require_examples, split_name
-from harness.tasks.families import FrameClassificationTask
 
 
 def _label_folder(data_root: Path, config: dict) -> Path:
@@ -26,6 +26,7 @@ def _label_folder(data_root: Path, config: dict) -> Path:
 
 
 class PhoneClassification(FrameClassificationTask):
+    """Frame-level phone classification on s3prl's 10 ms phone labels (``phone_linear``)."""
     name = "phone"
     config_schema = {**BASE_SCHEMA, "phone_labels": Field(str)}
 
@@ -41,4 +42,5 @@ class PhoneClassification(FrameClassificationTask):
 
     @property
     def num_classes(self) -> int:
+        """Phones in the label inventory."""
         return len(self.inventory)

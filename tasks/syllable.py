@@ -7,5 +7,6 @@ from harness.tasks.families import SpanClassificationTask
 
 
 class SyllableClassification(SpanClassificationTask):
+    """Syllables (maximal onset over the lexicon's phones) classified from their pooled frames."""
     name = "syllable"
     span_level = "syllable"

@@ -7,5 +7,6 @@ from harness.tasks.families import SpanClassificationTask
 
 
 class WordClassification(SpanClassificationTask):
+    """The most frequent words classified from their pooled frames."""
     name = "word"
     span_level = "word"

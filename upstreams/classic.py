@@ -10,6 +10,8 @@ Dither is off (deterministic); no CMVN. Frames follow Kaldi's ``snip_edges``:
 from __future__ import annotations
 
 import torch
+from torchaudio.compliance import kaldi
+from torchaudio.functional import compute_deltas
 
 from harness.audio import SAMPLE_RATE
 from harness.errors import HarnessError
@@ -21,6 +23,9 @@ KINDS = {"fbank": 80, "mfcc": 39}
 
 
 class ClassicUpstream(Upstream):
+    """Parameter-free features as an upstream (``classic:fbank``, ``classic:mfcc``): one layer each,
+    computed with torchaudio's Kaldi-compatible functions at a 10 ms hop.
+    """
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
@@ -37,13 +42,10 @@ class ClassicUpstream(Upstream):
         return cls(source)
 
     def _one(self, wav: torch.Tensor) -> torch.Tensor:
-        from torchaudio.compliance import kaldi
-
         x = wav[None] * 32768.0  # Kaldi works on 16-bit sample values
         if self.kind == "fbank":
             return kaldi.fbank(x, num_mel_bins=80, frame_length=25.0, frame_shift=10.0, dither=0.0,
                                sample_frequency=float(SAMPLE_RATE))
-        from torchaudio.functional import compute_deltas
 
         ceps = kaldi.mfcc(x, num_ceps=13, frame_length=25.0, frame_shift=10.0, dither=0.0, sample_frequency=float(SAMPLE_RATE))
         d1 = compute_deltas(ceps.T[None])[0].T

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchaudio
 from torch import nn
 
 from harness.audio import SAMPLE_RATE
@@ -43,6 +44,7 @@ INT16_MAX = 2 ** 15 - 1
 
 
 def packaged_weights() -> Path:
+    """Path of the GE2E weights inside the installed resemblyzer package (HarnessError if absent)."""
     spec = importlib.util.find_spec("resemblyzer")
     if spec is None or not spec.submodule_search_locations:
         raise HarnessError("the ge2e upstream uses the weights inside the resemblyzer package: "
@@ -55,8 +57,6 @@ def packaged_weights() -> Path:
 
 def mel_filterbank() -> torch.Tensor:
     """``[MELS, n_fft // 2 + 1]`` Slaney-scale, Slaney-normalised mel filters (librosa's default)."""
-    import torchaudio
-
     fb = torchaudio.functional.melscale_fbanks(WINDOW // 2 + 1, 0.0, SAMPLE_RATE / 2, MELS, SAMPLE_RATE,
                                                norm="slaney", mel_scale="slaney")
     return fb.T
@@ -93,6 +93,9 @@ def partial_slices(n_samples: int) -> list[slice]:
 
 
 class Ge2eUpstream(Upstream):
+    """Resemblyzer's GE2E speaker encoder (3 LSTM layers of 256 over 40 mel bands, 10 ms hop) with
+    every LSTM layer and the utterance embedding as layers.
+    """
     padding_sensitive = True  # utterances run one by one (the LSTM and the partial windows see no padding)
 
     def __init__(self, info: UpstreamInfo) -> None:

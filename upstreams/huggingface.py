@@ -23,10 +23,16 @@ norm models get an attention mask.
 from __future__ import annotations
 
 import contextlib
-
+import hashlib
+import json
+from importlib import resources
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+from transformers import AutoConfig, AutoModel
+from transformers.utils import logging as hf_logging
 
 from harness.errors import HarnessError
 from harness.fsutil import sha256_file
@@ -47,8 +53,6 @@ def _quiet_transformers():
     """transformers' info-level chatter (token-id notes on speech configs, load reports listing
     the pretraining-only weights a bare encoder leaves out, a progress bar per load) off for
     the block; its errors still raise."""
-    from transformers.utils import logging as hf_logging
-
     level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -62,7 +66,6 @@ def _quiet_transformers():
 
 def _resolve(source: str) -> Path:
     if source.startswith("@"):  # shipped with the harness: an architecture (config only) or a checkpoint
-        from importlib import resources
 
         base = resources.files("harness.upstreams")
         for kind in ("checkpoints", "architectures"):
@@ -77,8 +80,6 @@ def _resolve(source: str) -> Path:
         return path
     if source.startswith((".", "/", "~")):
         raise HarnessError(f"HuggingFace model directory {source} does not exist")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
     patterns = ["*.json", "*.safetensors", "*.bin", "*.txt"]
     try:
@@ -103,12 +104,14 @@ def weights_digest(folder: Path) -> str:
         raise HarnessError(f"{folder} holds no weight file ({' or '.join(_WEIGHT_FILES)})")
     if len(files) == 1:
         return sha256_file(files[0])
-    import hashlib
 
     return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
 
 
 class HFUpstream(Upstream):
+    """A HuggingFace wav2vec2-family model (wav2vec 2.0, HuBERT, WavLM, data2vec audio) from a model
+    directory or the hub cache; every hidden state is a layer (layer 0: the transformer's input).
+    """
     chunkable = True  # self-attention: memory quadratic in length
 
     def __init__(self, model, normalize: bool, info: UpstreamInfo) -> None:
@@ -120,8 +123,6 @@ class HFUpstream(Upstream):
 
     @classmethod
     def load(cls, source: str, random_init: bool = False, seed: int = 0) -> "HFUpstream":
-        from transformers import AutoConfig, AutoModel
-
         folder = _resolve(source)
         with _quiet_transformers():
             config = AutoConfig.from_pretrained(folder)
@@ -198,7 +199,5 @@ def _wants_normalisation(folder: Path, config) -> bool:
     """Per-utterance zero-mean unit-variance input, as the model's feature extractor says."""
     pre = folder / "preprocessor_config.json"
     if pre.exists():
-        import json
-
         return bool(json.loads(pre.read_text()).get("do_normalize", False))
     return getattr(config, "feat_extract_norm", "group") == "layer"

@@ -58,6 +58,9 @@ def _encoder_layers(module: torch.nn.Module) -> int | None:
 
 
 class S3prlUpstream(Upstream):
+    """Any model of s3prl's hub (``s3prl:NAME``, or a local checkpoint), every hidden state a layer,
+    as s3prl's own featurizer sees them.
+    """
     chunkable = True  # self-attention: memory quadratic in length
 
     def __init__(self, upstream, info: UpstreamInfo) -> None:

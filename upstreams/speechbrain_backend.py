@@ -17,9 +17,16 @@ Layers (features are 80-bin (ECAPA) or 24-bin (x-vector) fbanks at a 10 ms hop):
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
 from pathlib import Path
 
 import torch
+from huggingface_hub import try_to_load_from_cache
+from speechbrain.inference.speaker import EncoderClassifier
+from speechbrain.lobes.features import Fbank
+from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+from speechbrain.lobes.models.Xvector import Xvector
+from speechbrain.processing.features import InputNormalization
 
 from harness.audio import SAMPLE_RATE
 from harness.errors import HarnessError
@@ -32,17 +39,11 @@ ARCHITECTURES = ("ecapa_tdnn", "xvector")
 
 
 def _architecture(name: str):
-    from speechbrain.lobes.features import Fbank
-    from speechbrain.processing.features import InputNormalization
-
     if name == "ecapa_tdnn":
-        from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-
         # the sizes of speechbrain/spkrec-ecapa-voxceleb
         model = ECAPA_TDNN(80, channels=[1024, 1024, 1024, 1024, 3072], kernel_sizes=[5, 3, 3, 3, 1],
                            dilations=[1, 2, 3, 4, 1], attention_channels=128, lin_neurons=192)
         return Fbank(n_mels=80), InputNormalization(norm_type="sentence", std_norm=False), model
-    from speechbrain.lobes.models.Xvector import Xvector
 
     # the sizes of speechbrain/spkrec-xvect-voxceleb
     model = Xvector(in_channels=24, activation=torch.nn.LeakyReLU, tdnn_blocks=5,
@@ -52,10 +53,7 @@ def _architecture(name: str):
 
 
 def _load_pretrained(source: str):
-    from speechbrain.inference.speaker import EncoderClassifier
-
     if source.startswith("@"):  # shipped with the harness (e.g. @tiny_dino/step_001500)
-        from importlib import resources
 
         local = Path(str(resources.files("harness.upstreams").joinpath("checkpoints", *source[1:].split("/"))))
         if not (local / "hyperparams.yaml").exists():
@@ -69,8 +67,6 @@ def _load_pretrained(source: str):
     elif source.startswith((".", "/", "~")):
         raise HarnessError(f"SpeechBrain model directory {source} does not exist")
     else:
-        from huggingface_hub import try_to_load_from_cache
-
         cached = try_to_load_from_cache(source, "hyperparams.yaml")
         if not isinstance(cached, str):
             require_network(f"SpeechBrain model {source}", "huggingface.co",
@@ -90,6 +86,9 @@ def _load_pretrained(source: str):
 
 
 class SpeechBrainUpstream(Upstream):
+    """A SpeechBrain speaker encoder (ECAPA-TDNN or x-vector; a pretrained model directory or
+    an architecture name), every block a layer and the embedding an utterance-level layer.
+    """
     padding_sensitive = True  # 'same'-padded convolutions see the batch padding at the edges
 
     def __init__(self, features, norm, model, info: UpstreamInfo) -> None:

@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 
 import torch
+import torchaudio
+import torchaudio.models as models
 
 from harness.errors import HarnessError
 from harness.fsutil import sha256_file
@@ -42,16 +44,12 @@ _FACTORIES = (
 
 
 def _factory(name: str):
-    import torchaudio.models as models
-
     if name not in _FACTORIES:
         raise HarnessError(f"unknown torchaudio model factory {name!r}; choose from {', '.join(_FACTORIES)}")
     return getattr(models, name)
 
 
 def _from_bundle(name: str):
-    import torchaudio
-
     bundle = getattr(torchaudio.pipelines, name, None)
     if bundle is None or not hasattr(bundle, "get_model"):
         raise HarnessError(f"torchaudio.pipelines has no model bundle {name!r}")
@@ -80,6 +78,9 @@ def _load_state(path: Path) -> dict:
 
 
 class TorchaudioUpstream(Upstream):
+    """A torchaudio wav2vec2/HuBERT model (a pipeline bundle name, or an architecture with a state
+    dict file), every transformer layer's output a layer.
+    """
     chunkable = True  # self-attention: memory quadratic in length
 
     def __init__(self, model, normalize: bool, info: UpstreamInfo) -> None:
@@ -124,8 +125,6 @@ class TorchaudioUpstream(Upstream):
             normalize = model.encoder.transformer.layer_norm_first
         else:
             if random_init:
-                import torchaudio
-
                 bundle = getattr(torchaudio.pipelines, source, None)
                 if bundle is None:
                     raise HarnessError(f"torchaudio.pipelines has no model bundle {source!r}")

@@ -33,22 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_dependencies() -> None:
-    """Keep third-party deprecation chatter and weight-loading bars off the user's terminal."""
-    import os
-    import warnings
-
-    for category in (UserWarning, FutureWarning, DeprecationWarning):
-        warnings.filterwarnings("ignore", category=category, module=r"(?!harness)")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    import logging
-
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric", "speechbrain"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 class Terminated(BaseException):
     """SIGTERM reached the harness's main process (a scheduler's or a user's kill)."""
 
@@ -63,8 +47,9 @@ def _on_sigterm(main_pid: int) -> Callable:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.errors import HarnessError
+    from harness.quiet import quiet_third_party
 
-    _quiet_dependencies()
+    quiet_third_party()
     # Lightning's own SIGTERM handling ends fit() with a SystemExit of code 0, so a killed run
     # looked successful; ours runs too (Lightning chains handlers it finds) and ends with 143.
     if threading.current_thread() is threading.main_thread():

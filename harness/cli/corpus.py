@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+
 def embedded_corpus_dir(profile: str = "default", seed: int = 0) -> Path:
     from harness.corpus.layout import embedded_corpus_dir as where
 

@@ -6,9 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
+
 def _report(args: argparse.Namespace) -> int:
     from harness.fsutil import write_text
-    from harness.reports.ranking import format_table, load_records, plot, plot_name, rank
+    from harness.reports.ranking import (
+        format_table,
+        load_records,
+        plot,
+        plot_name,
+        rank,
+    )
 
     rankings = rank(load_records(Path(args.results), args.upstream, args.task))
     text = format_table(rankings, args.format)
@@ -35,8 +42,8 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 def _recommend(args: argparse.Namespace) -> int:
     from harness.errors import HarnessError
-    from harness.reports.recommend import choose, costs, export
     from harness.reports.ranking import load_records, rank
+    from harness.reports.recommend import choose, costs, export
 
     rankings = [r for r in rank(load_records(Path(args.results), args.upstream, args.task)) if r.layers]
     if not rankings:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+
 def _check_names(args: argparse.Namespace) -> None:
     """Upstream and task names resolved before any heavy import (a typo costs milliseconds)."""
     from harness.errors import HarnessError
@@ -56,8 +57,8 @@ def _run(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     """What `harness run` with the same arguments would extract and store, without doing it."""
     _check_names(args)
-    from harness.probing.engine import cache_plan, finished_records, prepare
     from harness.features.planning import time_extraction
+    from harness.probing.engine import cache_plan, finished_records, prepare
 
     if args.checkpoints:
         from harness.errors import HarnessError

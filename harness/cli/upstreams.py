@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
 
 def _upstreams_list(args: argparse.Namespace) -> int:
     from harness.registry import backend_names, cards

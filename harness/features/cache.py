@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from harness.audio import read_audio
 from harness.errors import HarnessError
@@ -57,7 +59,8 @@ from harness.fsutil import atomic_path, default_home, file_lock, write_json
 from harness.task import Example
 from harness.upstream import Upstream
 
-EXTRACTION_VERSION = 2
+#: bumped when extraction or the key's form changes (3: the upstream identity shared with run keys)
+EXTRACTION_VERSION = 3
 SHARD_SIZE = 64
 KINDS = ("frames", "pooled")
 
@@ -86,17 +89,15 @@ def _corpus_fingerprints(examples: Sequence[Example]) -> list[str]:
     return out
 
 
-def upstream_identity(upstream: Upstream) -> dict:
-    info = upstream.info
-    return {"backend": info.backend, "source": info.source if info.weights_sha256 is None else None,
-            "weights_sha256": info.weights_sha256, "random_init": info.random_init,
-            "init_seed": info.notes.get("init_seed"), "layers": info.layer_names, "notes": info.notes}
-
-
 def cache_key(upstream: Upstream, dataset: str, split: str, examples: Sequence[Example], kind: str,
               dtype: str) -> str:
+    """The feature-cache entry's name: a hash of the extraction version, the upstream's identity
+    (:meth:`~harness.upstream.Upstream.identity`) and notes, the dataset and split, every utterance's
+    id and audio fingerprint, the kind (frames or pooled) and the stored dtype.
+    """
     payload = {
-        "version": EXTRACTION_VERSION, "upstream": upstream_identity(upstream), "dataset": dataset,
+        "version": EXTRACTION_VERSION, "upstream": upstream.identity(), "notes": upstream.info.notes,
+        "dataset": dataset,
         "split": split, "kind": kind, "dtype": dtype,
         "utterances": [[e.id, fp] for e, fp in zip(examples, _corpus_fingerprints(examples))],
     }
@@ -126,26 +127,33 @@ class CacheEntry:
 
     @property
     def kind(self) -> str:
+        """``frames`` or ``pooled``."""
         return self.manifest["kind"]
 
     @property
     def store_dtype(self) -> np.dtype:
+        """The dtype layer files are stored in (float16 frames by default, float32 pooled means)."""
         return np.dtype(self.manifest["dtype"])
 
     def shard_dir(self, index: int) -> Path:
+        """Folder of shard ``index``."""
         return self.root / "shards" / f"{index:05d}"
 
     def data_file(self, shard: int, layer: int) -> Path:
+        """The ``.npy`` holding one layer of one shard (frames concatenated, or one row per utterance)."""
         return self.shard_dir(shard) / f"layer_{layer:02d}.npy"
 
     def lengths_file(self, shard: int, layer: int) -> Path:
+        """The ``.npy`` of frames per utterance for one layer of one shard (frames kind)."""
         return self.shard_dir(shard) / f"layer_{layer:02d}.lengths.npy"
 
     def shard_count(self, shard: int) -> int:
+        """Utterances in shard ``shard``."""
         return self.manifest["shards"][shard]["count"]
 
     @property
     def num_shards(self) -> int:
+        """Number of shards (utterances / SHARD_SIZE, rounded up)."""
         return len(self.manifest["shards"])
 
     def layer_ok(self, shard: int, layer: int) -> bool:
@@ -166,9 +174,11 @@ class CacheEntry:
             return False
 
     def missing(self, shard: int, layers: Sequence[int]) -> list[int]:
+        """Those of ``layers`` that shard ``shard`` lacks or holds damaged (verified, see :meth:`layer_ok`)."""
         return [l for l in layers if not self.layer_ok(shard, l)]
 
     def discard(self, shard: int, layer: int) -> None:
+        """Delete one layer's files of a shard (a half-written or damaged leftover), if present."""
         for f in (self.data_file(shard, layer), self.lengths_file(shard, layer)):
             try:
                 f.unlink()
@@ -181,6 +191,7 @@ class CacheEntry:
                 if all(self.data_file(s, l).exists() for s in range(self.num_shards))]
 
     def open(self, layers: Sequence[int]) -> "CachedFeatures":
+        """Memory-mapped access to ``layers`` of this entry (see :class:`CachedFeatures`)."""
         return CachedFeatures(self, list(layers))
 
 
@@ -201,6 +212,7 @@ class CachedFeatures:
 
     @property
     def shards(self) -> list:
+        """Per shard, per opened layer: the memory-mapped arrays and lengths (opened on first use)."""
         if self._shards is None:
             entry, shards = self.entry, []
             for s in range(entry.num_shards):
@@ -241,7 +253,7 @@ def _manifest(key: str, upstream: Upstream, dataset: str, split: str, examples: 
         "shards": [{"name": f"{s:05d}", "first": s * SHARD_SIZE,
                     "count": min(SHARD_SIZE, len(examples) - s * SHARD_SIZE)} for s in range(n_shards)],
         "num_layers": upstream.num_layers, "layer_names": list(upstream.info.layer_names),
-        "dims": list(upstream.info.dims), "upstream": upstream_identity(upstream),
+        "dims": list(upstream.info.dims), "upstream": upstream.identity(),
         "extraction_version": EXTRACTION_VERSION,
     }
 
@@ -302,8 +314,6 @@ def ensure_features(upstream: Upstream, dataset: str, split: str, examples: Sequ
 def fill(entry: CacheEntry, upstream: Upstream, examples: Sequence[Example], layers: Sequence[int], rank: int = 0,
          world: int = 1, progress: bool = True) -> dict:
     """Make every shard of ``entry`` hold ``layers``. Returns counts of what this process did."""
-    from tqdm import tqdm
-
     todo = {s: entry.missing(s, layers) for s in range(entry.num_shards)}
     damaged = [(s, l) for s, ls in todo.items() for l in ls if entry.data_file(s, l).exists()]
     if damaged:  # replaced under the shard's lock below
@@ -360,8 +370,6 @@ def _extract_shard(entry: CacheEntry, upstream: Upstream, examples: Sequence[Exa
 
 def _journal(entry: CacheEntry, shard: int, layers: Sequence[int]) -> None:
     """One line per shard extraction in ``extraction.log`` (who computed what, and when)."""
-    import socket
-
     rank, world = _distributed_position()
     line = (f"{time.strftime('%Y-%m-%dT%H:%M:%S')} shard {shard:05d} layers {','.join(map(str, layers))} "
             f"host {socket.gethostname()} pid {os.getpid()} rank {rank}/{world}\n")

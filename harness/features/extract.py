@@ -32,7 +32,7 @@ import torch
 from harness.audio import SAMPLE_RATE, read_audio
 from harness.errors import HarnessError
 from harness.fsutil import atomic_path
-from harness.upstream import Upstream, pad_batch
+from harness.upstream import Upstream, normalise_waveforms, pad_batch
 
 
 def length_buckets(lengths: Sequence[int], max_samples: int, exact: bool) -> list[list[int]]:
@@ -68,8 +68,6 @@ def chunked_layers(upstream: Upstream, wave: np.ndarray, wanted: set[int], chunk
     Window k keeps the frames whose index lies in its core [k*C, (k+1)*C) (in frames), so the
     stitched frames are exactly the whole file's frame grid; each window starts on a frame
     boundary, so its frame i is the file's frame (start / hop + i)."""
-    from harness.upstream import normalise_waveforms
-
     hop = upstream.info.hop
     core = max(1, int(chunk_s * SAMPLE_RATE) // hop)  # frames per window core
     ctx = int(context_s * SAMPLE_RATE) // hop

@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from harness.audio import read_audio
 from harness.errors import HarnessError
 from harness.task import Example
+from harness.upstream import pad_batch
 
 
 def world() -> tuple[int, int]:
@@ -42,10 +44,12 @@ class StreamSampler(Sampler[int]):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this at each window (epoch); the stream's order depends only on the step."""
         self.epoch = epoch
 
     @property
     def per_rank_batch(self) -> int:
+        """Utterances per batch on one training process (the global batch over the world size)."""
         return self.batch // self.world_size
 
     def __len__(self) -> int:
@@ -97,8 +101,6 @@ class WaveDataset(Dataset):
         return len(self.examples)
 
     def __getitem__(self, i: int) -> dict:
-        from harness.audio import read_audio
-
         e = self.examples[i]
         return {"example": e, "wave": torch.from_numpy(read_audio(e.path, segment=e.segment))}
 
@@ -110,8 +112,6 @@ def collate(items: list[dict]) -> dict:
     (the longest layer's, i.e. the frame-level layers'; None when everything is pooled)."""
     batch: dict[str, Any] = {"examples": [it["example"] for it in items]}
     if "wave" in items[0]:
-        from harness.upstream import pad_batch
-
         batch["waves"], batch["wave_lengths"] = pad_batch([it["wave"] for it in items])
         return batch
     n_layers = len(items[0]["hidden"])
@@ -140,11 +140,15 @@ def frame_lengths(layer_lengths: list[torch.Tensor | None]) -> torch.Tensor | No
 
 def train_loader(dataset: Dataset, batch_size: int, val_interval: int, seed: int, world_size: int = 1,
                  workers: int = 0) -> DataLoader:
+    """The training stream: ``val_interval`` steps per Lightning epoch, batches drawn by step from
+    ``seed`` (so a resumed run sees the same batches), split over ``world_size`` processes.
+    """
     sampler = StreamSampler(len(dataset), batch_size, val_interval, seed, world_size)
     return DataLoader(dataset, batch_size=sampler.per_rank_batch, sampler=sampler, collate_fn=collate,
                       drop_last=True, num_workers=workers, persistent_workers=workers > 0)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int = 0) -> DataLoader:
+    """Every utterance of a split once, in order, ``batch_size`` at a time."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers,
                       persistent_workers=workers > 0)

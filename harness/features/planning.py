@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import soundfile as sf
 
-from harness.audio import SAMPLE_RATE
+from harness.audio import SAMPLE_RATE, read_audio
+from harness.features.cache import SHARD_SIZE, cache_key
+from harness.features.extract import iter_layers
 from harness.task import SPLITS, Example
 
 HEADROOM_FRACTION = 0.10
@@ -27,8 +30,6 @@ HEADROOM_BYTES = 1 << 30
 
 def audio_samples(examples: Sequence[Example]) -> list[int]:
     """Samples per file from the headers (soundfile reads no audio for this)."""
-    import soundfile as sf
-
     return [e.segment[1] - e.segment[0] if e.segment else int(sf.info(str(e.path)).frames) for e in examples]
 
 
@@ -42,6 +43,7 @@ def free_bytes(path: Path) -> int:
 
 @dataclass
 class SplitPlan:
+    """One split of a cache plan: utterances, hours of audio, frames, bytes to store and already stored."""
     split: str
     utterances: int
     hours: float
@@ -52,6 +54,9 @@ class SplitPlan:
 
 @dataclass
 class FeaturePlan:
+    """What a cached run would extract and store, whether it fits on the disk, and how long it
+    should take (from a timed sample); ``format()`` prints it for ``harness plan``.
+    """
     upstream: str
     task: str
     layers: list[int]
@@ -66,28 +71,34 @@ class FeaturePlan:
 
     @property
     def bytes_to_write(self) -> int:
+        """Bytes the run would add to the cache (what is missing)."""
         return sum(s.bytes_to_write for s in self.splits)
 
     @property
     def bytes_total(self) -> int:
+        """Bytes of the whole entry once complete."""
         return sum(s.bytes_total for s in self.splits)
 
     @property
     def hours(self) -> float:
+        """Hours of audio over all splits."""
         return sum(s.hours for s in self.splits)
 
     @property
     def needed_with_headroom(self) -> int:
+        """Bytes to write plus 10% and 1 GB of headroom."""
         if self.bytes_to_write == 0:
             return 0
         return int(self.bytes_to_write * (1 + HEADROOM_FRACTION)) + HEADROOM_BYTES
 
     @property
     def fits(self) -> bool:
+        """True when the bytes with headroom fit in the free space of the cache's disk."""
         return self.needed_with_headroom <= self.free
 
     @property
     def extraction_seconds(self) -> float | None:
+        """Estimated extraction time from the measured rate (None when not timed)."""
         if not self.extraction_rate:
             return None
         todo_hours = sum(s.hours for s in self.splits if s.bytes_to_write)
@@ -101,6 +112,7 @@ class FeaturePlan:
                 f"(--layer N), --cache none (stream the upstream in every step, no disk), or another HARNESS_HOME")
 
     def format(self) -> str:
+        """The plan as printed by ``harness plan``."""
         lines = [f"plan: {self.upstream} · {self.task} · layer(s) {layer_list(self.layers)} · {self.kind} cache "
                  f"({'float32' if self.kind == 'pooled' else self.dtype})",
                  f"{'split':<8}{'utterances':>12}{'hours':>9}{'frames/layer':>15}{'cache bytes':>14}{'to write':>14}"]
@@ -123,6 +135,7 @@ class FeaturePlan:
 
 
 def human_bytes(n: float) -> str:
+    """Bytes in kB/MB/GB/TB (decimal units)."""
     for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
         if abs(n) < 1000 or unit == "PB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -131,6 +144,7 @@ def human_bytes(n: float) -> str:
 
 
 def human_seconds(s: float) -> str:
+    """Seconds as s, min or h."""
     if s < 90:
         return f"{s:.0f} s"
     if s < 5400:
@@ -139,6 +153,7 @@ def human_seconds(s: float) -> str:
 
 
 def layer_list(layers: Sequence[int]) -> str:
+    """Layer indices compactly, e.g. ``0-12`` or ``1, 4, 7``."""
     layers = list(layers)
     if len(layers) > 2 and layers == list(range(layers[0], layers[-1] + 1)):
         return f"{layers[0]}-{layers[-1]}"
@@ -148,8 +163,6 @@ def layer_list(layers: Sequence[int]) -> str:
 def plan_features(upstream, task, examples: dict[str, list[Example]], layers: Sequence[int], pooled: bool,
                   dtype: str, cache_root: Path, samples: dict[str, list[int]] | None = None) -> FeaturePlan:
     """The cache plan for a run (reads only audio headers and the cache's folder names)."""
-    from harness.features.cache import cache_key
-
     kind = "pooled" if pooled else "frames"
     info = upstream.info
     itemsize = 4 if pooled else np.dtype(dtype).itemsize
@@ -176,8 +189,6 @@ def plan_features(upstream, task, examples: dict[str, list[Example]], layers: Se
 
 def _present_layers(folder: Path, utterances: int) -> set[int]:
     """Layers whose data file is in every shard of an existing entry (a quick look)."""
-    from harness.features.cache import SHARD_SIZE
-
     shards = folder / "shards"
     if not shards.is_dir():
         return set()
@@ -193,9 +204,6 @@ def _present_layers(folder: Path, utterances: int) -> set[int]:
 def time_extraction(upstream, examples: Sequence[Example], seconds: float = 20.0) -> float:
     """Seconds of audio per wall second for this upstream here, from a forward pass over a
     sample of about ``seconds`` of audio (after one warm-up utterance)."""
-    from harness.audio import read_audio
-    from harness.features.extract import iter_layers
-
     if not examples:
         return 0.0
     rng = np.random.default_rng(0)

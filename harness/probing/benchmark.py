@@ -31,7 +31,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from harness.config import parse_overrides
 from harness.errors import HarnessError
+from harness.probing.engine import RunRequest, run
+from harness.registry import parse_spec, resolve_checkpoints, task_names
+from harness.upstream import UpstreamPool
 
 JOB_KEYS = {"upstreams", "checkpoints", "tasks", "task", "layer", "seed", "random_init", "init_seed", "max_steps",
             "set", "data_root", "cache", "out"}
@@ -39,6 +45,9 @@ JOB_KEYS = {"upstreams", "checkpoints", "tasks", "task", "layer", "seed", "rando
 
 @dataclass
 class Job:
+    """One job of a benchmark config: a grid of upstreams x tasks (or a checkpoint series on tasks)
+    with the options its runs share.
+    """
     upstreams: list[str]
     tasks: list[str]
     out: Path
@@ -55,10 +64,6 @@ class Job:
 
 def load_config(path: Path) -> list[Job]:
     """Parse and check a benchmark file (names of upstreams and tasks included) before any work."""
-    import yaml
-
-    from harness.config import parse_overrides
-    from harness.registry import parse_spec, resolve_checkpoints, task_names
 
     path = Path(path)
     try:
@@ -112,6 +117,7 @@ def load_config(path: Path) -> list[Job]:
 
 @dataclass
 class Outcome:
+    """One run of a benchmark: its record paths, how long it took, and whether it was found finished."""
     job: Job
     upstream: str
     task: str
@@ -122,9 +128,6 @@ class Outcome:
 
 def run_benchmark(jobs: list[Job], progress: bool = True) -> list[Outcome]:
     """Run every (upstream, task) of every job; return what each produced."""
-    from harness.probing.engine import RunRequest, run
-    from harness.upstream import UpstreamPool
-
     runs = [(job, up, task) for job in jobs for up in job.upstreams for task in job.tasks]
     last_use: dict[tuple, int] = {}
     for i, (job, up, _) in enumerate(runs):

@@ -15,22 +15,40 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import platform
 import resource
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
+import torch
+
 from harness import __version__
+from harness.corpus.layout import require_embedded_corpus
 from harness.errors import HarnessError
-from harness.fsutil import default_home, require_writable_dir
-from harness.probing.identity import corpus_identity, run_key
+from harness.features.cache import ensure_features
+from harness.features.loaders import (
+    FeatureDataset,
+    WaveDataset,
+    eval_loader,
+    train_loader,
+)
+from harness.features.planning import plan_features
+from harness.fsutil import default_home, file_lock, require_writable_dir
+from harness.probing.identity import corpus_identity, features_mode, run_identity, run_key
+from harness.probing.module import (
+    ProbeModule,
+    StepProgress,
+    WindowCheckpoint,
+    predict_all,
+)
 from harness.probing.probes import ProbeSpec, needed_layers, select_probes
+from harness.quiet import quiet_third_party
 from harness.records import (
     MetricSpec,
     Outcomes,
@@ -40,7 +58,9 @@ from harness.records import (
     read_record,
     write_record,
 )
-from harness.task import SPLITS, Example, Task
+from harness.registry import load_task
+from harness.task import SPLITS, Example, Task, task_config
+from harness.upstream import UpstreamPool
 
 CACHE_MODES = ("disk", "auto", "none")
 
@@ -92,16 +112,17 @@ class RunPlan:
         """How features reach the probes (part of the identity: fp16 frames, float32 means and
         streamed float32 layers give slightly different numbers)."""
         self.streamed, self.pooled = streamed, pooled
-        self.identity["features"] = "streamed" if streamed else ("pooled" if pooled else
-                                                                 f"frames-{self.request.cache_dtype}")
+        self.identity["features"] = features_mode(streamed, pooled, self.request.cache_dtype)
         self.key = run_key(self.identity)
 
     @property
     def layers(self) -> list[int]:
+        """The layers the probes read (only those are extracted or streamed)."""
         return needed_layers(self.probes)
 
     @property
     def upstream_ref(self) -> UpstreamRef:
+        """The upstream as records name it (spec, backend, weights hash, layer names, hop)."""
         info = self.upstream.info
         r = self.request
         return UpstreamRef(spec=r.upstream, backend=info.backend, source=info.source,
@@ -116,6 +137,7 @@ class RunPlan:
 
     @property
     def run_dir(self) -> Path:
+        """``$HARNESS_HOME/runs/<key>``: the run's checkpoints and lock."""
         return default_home() / "runs" / self.key
 
 
@@ -128,8 +150,6 @@ def world_size_of(devices: str | int, num_nodes: int, accelerator: str) -> int:
         d = devices.strip()
         if d in ("auto", "-1"):
             if accelerator in ("gpu", "cuda", "auto"):
-                import torch
-
                 n = torch.cuda.device_count() if torch.cuda.is_available() else 1
             else:
                 n = 1
@@ -151,11 +171,6 @@ def prepare(req: RunRequest, upstreams=None) -> RunPlan:
 
     ``upstreams``: an :class:`~harness.upstream.UpstreamPool` to share loaded models
     between runs (``harness benchmark``); a fresh one otherwise."""
-    from harness.corpus.layout import require_embedded_corpus
-    from harness.registry import load_task
-    from harness.task import task_config
-    from harness.upstream import UpstreamPool
-
     cache = "none" if req.no_cache else req.cache
     if cache not in CACHE_MODES:
         raise HarnessError(f"--cache {cache!r}: choose from {', '.join(CACHE_MODES)}")
@@ -181,12 +196,10 @@ def prepare(req: RunRequest, upstreams=None) -> RunPlan:
     probes = select_probes(req.layer, upstream.info, task.level)
     streamed = cache == "none"
     pooled = task.poolable and not config["layer_norm"] and not streamed
-    identity = {
-        "upstream": upstream_identity(upstream, req.random_init, req.init_seed), "task": task.name,
-        "config": {k: v for k, v in config.items() if k != "max_steps"}, "probes": [p.key for p in probes],
-        "seed": req.seed, "corpus": corpus_identity(data_root, [e for s in SPLITS for e in examples[s]]),
-        "world_size": world_size, "version": __version__,
-    }
+    identity = run_identity(
+        upstream=upstream.identity(), task=task.name, config=config, probes=[p.key for p in probes], seed=req.seed,
+        corpus=corpus_identity(data_root, [e for s in SPLITS for e in examples[s]]), world_size=world_size,
+        features=features_mode(streamed, pooled, req.cache_dtype))
     plan = RunPlan(req, task, config, data_root, examples, upstream, probes, streamed, pooled, world_size, identity, "")
     plan.set_features(streamed, pooled)
     return plan
@@ -194,8 +207,6 @@ def prepare(req: RunRequest, upstreams=None) -> RunPlan:
 
 def cache_plan(plan: RunPlan):
     """What a cached run would write (:class:`~harness.features.planning.FeaturePlan`)."""
-    from harness.features.planning import plan_features
-
     return plan_features(plan.upstream, plan.task, plan.examples, plan.layers,
                          plan.task.poolable and not plan.config["layer_norm"], plan.request.cache_dtype,
                          default_home() / "features")
@@ -217,17 +228,6 @@ def choose_features(plan: RunPlan) -> RunPlan:
           file=sys.stderr)
     plan.set_features(streamed=True, pooled=False)
     return plan
-
-
-def upstream_identity(upstream, random_init: bool, init_seed: int) -> dict:
-    """The upstream by content: its weights hash, or what builds it (random init, no weights)."""
-    info = upstream.info
-    ident = {"backend": info.backend, "layers": list(info.layer_names), "weights_sha256": info.weights_sha256}
-    if info.weights_sha256 is None or random_init:
-        ident["source"] = info.source  # parameter-free features, or an architecture name
-    if random_init:
-        ident["init_seed"] = init_seed
-    return ident
 
 
 # ---------------------------------------------------------- 2. finished runs
@@ -259,11 +259,8 @@ def finished_records(plan: RunPlan) -> list[Path] | None:
 
 def provide_features(plan: RunPlan) -> dict[str, Any]:
     """A dataset per split: cached layers (only those the probes need) or raw audio."""
-    from harness.features.loaders import FeatureDataset, WaveDataset
-
     if plan.streamed:
         return {s: WaveDataset(plan.examples[s]) for s in SPLITS}
-    from harness.features.cache import ensure_features
 
     kind = "pooled" if plan.pooled else "frames"
     return {s: FeatureDataset(plan.examples[s], ensure_features(
@@ -274,21 +271,11 @@ def provide_features(plan: RunPlan) -> dict[str, Any]:
 # -------------------------------------------------------------------- 4. fit
 
 
-def quiet_lightning() -> None:
-    """Lightning's start-up banners and cloud-product tips off; its warnings that matter kept."""
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # we choose DataLoader workers deliberately (features come memory-mapped from the cache)
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*The number of training batches.*is smaller than the logging interval.*")
-    # spawned DDP workers hand their weights back in a temporary checkpoint Lightning writes itself
-    warnings.filterwarnings("ignore", message=r".*`weights_only` was not set.*")
-    # a streamed run (--cache none) holds the frozen upstream in eval mode on purpose
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
-
-
 @dataclass
 class Fitted:
+    """The trained module (each probe's best dev state inside), the steps taken, and whether this
+    process is rank 0 (only rank 0 scores and writes records).
+    """
     module: Any  # harness.probing.module.ProbeModule, holding each probe's best dev state
     steps: int
     is_global_zero: bool
@@ -300,13 +287,8 @@ def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
     Windows of ``val_interval`` steps end with validation and a checkpoint in the run folder,
     so re-running resumes from the last window end. A run whose last step falls inside a
     window gets one more validation at that step, so every run ends validated."""
-    import pytorch_lightning as pl
-    import torch
 
-    from harness.features.loaders import eval_loader, train_loader
-    from harness.probing.module import ProbeModule, StepProgress, WindowCheckpoint
-
-    quiet_lightning()
+    quiet_third_party(dependency_warnings=False)
     req, config = plan.request, plan.config
     batch_size, val_interval = int(config["batch_size"]), int(config["val_interval"])
     train = train_loader(datasets["train"], batch_size, val_interval, req.seed, plan.world_size, req.workers)
@@ -339,8 +321,6 @@ def _checkpoint_for_budget(run_dir: Path, max_steps: int) -> Path:
     of it with a budget at least as long continues. If an earlier run of the same experiment
     already went past this budget, its states cannot give this budget's numbers (and must not
     be overwritten), so this budget trains on its own, beside it."""
-    import torch
-
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.exists():
         # memory-mapped: only the step counter is read here, Lightning loads the state itself
@@ -372,6 +352,7 @@ def _no_stdout():
 
 @dataclass
 class ProbeScores:
+    """One probe's dev and test metrics and its per-test-utterance outcomes."""
     dev: dict[str, float]
     test: dict[str, float]
     outcomes: Outcomes  # per test utterance
@@ -379,9 +360,6 @@ class ProbeScores:
 
 def score(plan: RunPlan, module, datasets: dict[str, Any]) -> dict[str, ProbeScores]:
     """Every probe with its best dev state, on dev and test, in one pass per split."""
-    from harness.features.loaders import eval_loader
-    from harness.probing.module import predict_all
-
     module.load_best()
     batch_size = int(plan.config["batch_size"])
     results = {}
@@ -398,8 +376,7 @@ def score(plan: RunPlan, module, datasets: dict[str, Any]) -> dict[str, ProbeSco
 
 
 def package_versions() -> dict:
-    from importlib import metadata
-
+    """Versions of Python, the harness and the packages that change numbers (kept in every record)."""
     out = {"python": platform.python_version(), "harness": __version__}
     for name in ("torch", "torchaudio", "pytorch-lightning", "transformers", "s3prl", "speechbrain", "numpy", "jiwer"):
         try:
@@ -410,20 +387,23 @@ def package_versions() -> dict:
 
 
 def write_records(plan: RunPlan, fitted: Fitted, scores: dict[str, ProbeScores]) -> list[Path]:
+    """One :class:`~harness.records.ResultRecord` (plus its per-utterance outcomes) per probe, under
+    ``OUT/UPSTREAM/TASK/SETTING/``; returns their paths. Records of runs measured differently never
+    overwrite each other.
+    """
     module = fitted.module
     versions = package_versions()
     metric: MetricSpec = plan.task.metric
     paths = []
     for spec in plan.probes:
-        best = module.best[spec.key]
+        chosen = module.selection(spec.key)
         s = scores[spec.key]
-        featurizer = module.probes[spec.key].featurizer
         record = ResultRecord(
             upstream=plan.upstream_ref, task=plan.task.name, metric=metric, probe=spec.key, layer=spec.mode,
-            layers=list(spec.layers), layer_weights=featurizer.mix().detach().tolist() if spec.weighted else None,
-            dev=s.dev, test=s.test, best_step=best["step"], steps=fitted.steps, seed=plan.request.seed,
+            layers=list(spec.layers), layer_weights=chosen.layer_weights,
+            dev=s.dev, test=s.test, best_step=chosen.best_step, steps=fitted.steps, seed=plan.request.seed,
             config=plan.config, corpus=plan.identity["corpus"], run_key=plan.key,
-            test_utterances=len(plan.examples["test"]), versions=versions, dev_curve=module.curve.get(spec.key, []),
+            test_utterances=len(plan.examples["test"]), versions=versions, dev_curve=chosen.dev_curve,
             no_cache=plan.streamed, pooled_cache=plan.pooled, world_size=plan.world_size,
             dropped_utterances=dict(plan.task.dropped), data_root=portable_root(plan.data_root),
             wall_time_s=round(sum(plan.timing.values()), 1), timing=dict(plan.timing),
@@ -467,8 +447,6 @@ def _experiment_lock(plan: RunPlan):
     """One process at a time trains a given experiment in a given HARNESS_HOME: a second one
     waits, then finds the records (same --out) or resumes the finished checkpoint. Skipped
     under a distributed launch, whose ranks share the run on purpose."""
-    from harness.fsutil import file_lock
-
     if plan.world_size > 1:
         yield
         return

@@ -14,7 +14,9 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from harness import __version__
 from harness.corpus.layout import MANIFEST_NAME, METADATA_NAME
+from harness.features.cache import _corpus_fingerprints
 from harness.task import Example
 
 
@@ -35,8 +37,6 @@ def corpus_identity(root: Path, examples: Sequence[Example] = ()) -> dict:
     does not read (other layouts, other splits) never change its identity, so adding data
     to a corpus leaves earlier results valid.
     """
-    from harness.features.cache import _corpus_fingerprints
-
     root = Path(root)
     meta = root / METADATA_NAME
     embedded = meta.exists() and (root / MANIFEST_NAME).exists()
@@ -63,5 +63,26 @@ def corpus_identity(root: Path, examples: Sequence[Example] = ()) -> dict:
     return {"kind": "external", "examples": len(ordered), "content_sha256": h.hexdigest()}
 
 
+def features_mode(streamed: bool, pooled: bool, cache_dtype: str) -> str:
+    """How features reach the probes, as the identity names it: ``streamed`` (the upstream runs in
+    every step, float32), ``pooled`` (cached float32 utterance means) or ``frames-<dtype>`` (cached
+    frames, float16 by default). Each gives slightly different numbers."""
+    return "streamed" if streamed else ("pooled" if pooled else f"frames-{cache_dtype}")
+
+
+def run_identity(*, upstream: dict, task: str, config: dict, probes: Sequence[str], seed: int, corpus: dict,
+                 world_size: int, features: str) -> dict:
+    """Everything that changes a run's numbers, and nothing else (the module docstring).
+
+    ``upstream``: :meth:`harness.upstream.Upstream.identity`; ``config``: the resolved task config
+    (its step budget is left out: a longer run continues a shorter one through identical windows);
+    ``probes``: probe keys; ``corpus``: :func:`corpus_identity`; ``features``: :func:`features_mode`.
+    """
+    return {"upstream": upstream, "task": task, "config": {k: v for k, v in config.items() if k != "max_steps"},
+            "probes": list(probes), "seed": seed, "corpus": corpus, "world_size": world_size, "version": __version__,
+            "features": features}
+
+
 def run_key(identity: dict) -> str:
+    """16 hex digits of the sha256 of the identity (canonical JSON): the run's key."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -12,29 +12,37 @@ checkpoints and come back from spawned DDP workers.
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import pytorch_lightning as pl
 import torch
+from tqdm import tqdm
 
 from harness.errors import HarnessError
+from harness.features.extract import streamed_layers
+from harness.features.loaders import frame_lengths
 from harness.fsutil import atomic_path
 from harness.heads import Featurizer, Head, Probe
 from harness.probing.probes import ProbeSpec
+from harness.quiet import quiet_third_party
 from harness.task import Example, Task
 
-
-def _quiet_workers() -> None:
-    """Lightning's info lines off in processes that import this module to unpickle it
-    (``ddp_spawn`` workers start a fresh interpreter that never ran the CLI)."""
-    import logging
-
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+quiet_third_party(dependency_warnings=False)  # ddp_spawn workers import this module in a fresh interpreter
 
 
-_quiet_workers()
+@dataclass(frozen=True)
+class ProbeSelection:
+    """What dev-set model selection kept for one probe: the step of its best dev score, that
+    score, the dev metrics at every validation, and (weighted-sum probes) the softmax layer
+    weights of the selected state."""
+
+    best_step: int
+    best_dev: float
+    dev_curve: list[dict]
+    layer_weights: list[float] | None
 
 
 class ProbeModule(pl.LightningModule):
@@ -70,15 +78,12 @@ class ProbeModule(pl.LightningModule):
         """(per-layer features, per-layer frame counts) of a batch; None for layers not used."""
         if self.upstream is None:
             return batch["hidden"], batch["layer_lengths"]
-        from harness.features.extract import streamed_layers
 
         return streamed_layers(self.upstream, batch["waves"], batch["wave_lengths"],
                                sorted({i for s in self.specs for i in s.layers}))
 
     def prepared(self, batch: dict) -> tuple[list, dict]:
         """(per-layer features, the batch with lengths and the task's targets)."""
-        from harness.features.loaders import frame_lengths
-
         hidden, layer_lengths = self.features(batch)
         b = dict(batch)
         b["layer_lengths"] = layer_lengths
@@ -136,6 +141,7 @@ class ProbeModule(pl.LightningModule):
 
     @property
     def last_validated_step(self) -> int | None:
+        """The latest step any probe was validated at (None before the first validation)."""
         steps = [c[-1]["step"] for c in self.curve.values() if c]
         return max(steps) if steps else None
 
@@ -145,7 +151,16 @@ class ProbeModule(pl.LightningModule):
         preds = predict_all(self, loader)
         self.select(step, preds)
 
+    def selection(self, key: str) -> ProbeSelection:
+        """The selection of probe ``key`` (call after :meth:`load_best`, so the layer weights are
+        the selected state's)."""
+        best = self.best[key]
+        featurizer = self.probes[key].featurizer
+        weights = featurizer.mix().detach().tolist() if featurizer.weighted else None
+        return ProbeSelection(best["step"], best["dev"], list(self.curve.get(key, [])), weights)
+
     def load_best(self) -> None:
+        """Put every probe in its best dev state (HarnessError if training ended unvalidated)."""
         for key, probe in self.probes.items():
             if key not in self.best:
                 raise HarnessError("training finished without a validation pass")
@@ -228,9 +243,6 @@ class StepProgress(pl.Callback):
         self.bar = None
 
     def on_train_start(self, trainer, pl_module) -> None:
-        import sys
-
-        from tqdm import tqdm
 
         if trainer.is_global_zero:
             self.bar = tqdm(total=trainer.max_steps, initial=trainer.global_step, unit="step", desc="training probes",

@@ -16,6 +16,9 @@ from harness.upstream import UpstreamInfo
 
 @dataclass(frozen=True)
 class ProbeSpec:
+    """One probe of a run: its key (``layer_3``, ``weighted``, ``weighted_1-4``), the layers it
+    reads, and whether it learns a weighted sum of them.
+    """
     key: str  # "layer_3", "weighted", "weighted_1-4", "weighted_1_4_7"
     layers: tuple[int, ...]
     weighted: bool
