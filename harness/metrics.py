@@ -38,11 +38,14 @@ def error_counts(references: Sequence[str], hypotheses: Sequence[str], unit: str
 
 
 def error_rate(edits: Sequence[int], lengths: Sequence[int]) -> float:
-    """Total edits over total reference length (WER/CER/PER from :func:`error_counts`); 0.0 when
-    the references are empty (nothing to get wrong).
+    """Total edits over total reference length (WER/CER/PER from :func:`error_counts`), as SUPERB
+    and sclite compute a corpus error rate. With no reference tokens at all the rate is 0.0 when
+    the hypotheses are empty too, and infinite when they insert anything (no finite rate exists).
     """
-    total = sum(lengths)
-    return float(sum(edits)) / total if total else 0.0
+    total, errors = sum(lengths), sum(edits)
+    if total == 0:
+        return 0.0 if errors == 0 else float("inf")
+    return float(errors) / total
 
 
 def accuracy(correct: Sequence[float], weights: Sequence[float] | None = None) -> float:
@@ -54,22 +57,41 @@ def accuracy(correct: Sequence[float], weights: Sequence[float] | None = None) -
 
 
 def detection_errors(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    """Miss and false-alarm rates at every threshold between sorted scores (accept when score >=
-    threshold): ``(p_miss, p_fa)``, each ``[n + 1]``, from accepting nothing to accepting all."""
+    """Miss and false-alarm rates at every distinct threshold (accept when score >= threshold):
+    ``(p_miss, p_fa)``, each ``[k + 1]`` for ``k`` distinct scores, from accepting nothing to
+    accepting all.
+
+    Trials with equal scores are accepted or rejected together: an operating point inside a
+    block of tied scores does not exist (no threshold separates them), so none is returned and
+    the result does not depend on the order of the trials. Raises ValueError without both target
+    and non-target trials, or with a score that is not finite.
+    """
     scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    if scores.shape != labels.shape or scores.ndim != 1:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be 1-D of equal length")
+    if not np.isfinite(scores).all():
+        raise ValueError("detection errors need finite scores (a NaN score means an embedding of zero norm)")
     order = np.argsort(-scores, kind="stable")
-    lab = labels[order]
+    sorted_scores, lab = scores[order], labels[order]
     targets, nontargets = lab.sum(), (~lab).sum()
     if targets == 0 or nontargets == 0:
         raise ValueError("detection errors need both target and non-target trials")
-    accepted_targets = np.concatenate([[0], np.cumsum(lab)])
-    accepted_nontargets = np.concatenate([[0], np.cumsum(~lab)])
+    # the last trial of each block of equal scores: thresholds fall between blocks only
+    ends = np.flatnonzero(np.append(sorted_scores[1:] != sorted_scores[:-1], True))
+    accepted_targets = np.concatenate([[0], np.cumsum(lab)[ends]])
+    accepted_nontargets = np.concatenate([[0], np.cumsum(~lab)[ends]])
     return 1 - accepted_targets / targets, accepted_nontargets / nontargets
 
 
 def equal_error_rate(scores, labels) -> float:
     """EER: the rate where miss and false-alarm rates are equal, linearly interpolated between
-    the two operating points whose difference changes sign."""
+    the two neighbouring operating points (of :func:`detection_errors`) whose difference changes
+    sign. Tied scores form one operating point, so ``equal_error_rate([0.5] * 4, [1, 1, 0, 0])``
+    is 0.5 in any trial order. Raises ValueError as :func:`detection_errors`.
+
+    >>> equal_error_rate([1.0, 1.0, 0.0], [1, 0, 0])  # doctest: +ELLIPSIS
+    0.333...
+    """
     p_miss, p_fa = detection_errors(scores, labels)
     diff = p_miss - p_fa  # decreasing from 1 to -1 as more trials are accepted
     k = int(np.argmax(diff <= 0))  # first point where false alarms reach misses
@@ -81,7 +103,10 @@ def equal_error_rate(scores, labels) -> float:
 
 
 def min_dcf(scores, labels, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
-    """Minimum normalised detection cost (NIST SRE), SUPERB ASV's setting by default."""
+    """Minimum normalised detection cost (NIST SRE 2010 definition, SUPERB ASV's setting by default):
+    ``min over thresholds of (c_miss p_target p_miss + c_fa (1 - p_target) p_fa)`` divided by the
+    cost of the best trivial system ``min(c_miss p_target, c_fa (1 - p_target))``; 1.0 means no
+    better than always accepting or always rejecting. Thresholds as :func:`detection_errors`."""
     p_miss, p_fa = detection_errors(scores, labels)
     cost = c_miss * p_target * p_miss + c_fa * (1 - p_target) * p_fa
     return float(np.min(cost) / min(c_miss * p_target, c_fa * (1 - p_target)))

@@ -119,6 +119,10 @@ class SpeakerVerification(Task):
             raise HarnessError("speaker verification scored examples that belong to no trial list")
         scores = [float(np.dot(predictions[a], predictions[b])) for a, b, _ in trials]
         labels = [label for _, _, label in trials]
+        bad = sum(not np.isfinite(v) for v in scores)
+        if bad:
+            raise HarnessError(f"speaker verification: {bad} of {len(scores)} trial scores are not finite (the "
+                               "probe's embeddings diverged); lower the learning rate or check the features")
         ids = [f"{a}|{b}" for a, b, _ in trials]
         metrics = {"eer": equal_error_rate(scores, labels), "min_dcf": min_dcf(scores, labels)}
         return metrics, Outcomes.verification(ids, scores, labels)

@@ -62,3 +62,63 @@ def test_equal_error_rate_and_min_dcf_match_first_principles():
                 + 0.99 * ((scores >= t) & ~labels).sum() / (~labels).sum()) / 0.01
                for t in np.concatenate([[np.inf], np.sort(scores)]))
     assert abs(min_dcf(scores, labels) - best) <= 1e-12
+
+
+def test_tied_scores_form_one_operating_point_in_any_order():
+    """Operating points exist only between blocks of equal scores (the values written here are
+    worked out by hand: one threshold accepts a whole block of ties)."""
+    from harness.metrics import equal_error_rate, min_dcf
+
+    assert equal_error_rate([0.5] * 4, [1, 1, 0, 0]) == 0.5
+    assert equal_error_rate([0.5] * 4, [0, 0, 1, 1]) == 0.5
+    # accepting the block {1.0, 1.0} takes the target and one of two non-targets: miss 0, fa 1/2;
+    # between (miss 1, fa 0) and that point the rates cross at 1/3
+    assert abs(equal_error_rate([1.0, 1.0, 0.0], [1, 0, 0]) - 1 / 3) <= 1e-12
+    assert abs(equal_error_rate([1.0, 1.0, 0.0], [0, 1, 0]) - 1 / 3) <= 1e-12
+    assert min_dcf([0.5] * 4, [1, 1, 0, 0]) == 1.0
+    assert min_dcf([0.5] * 4, [0, 0, 1, 1]) == 1.0
+
+
+def test_ties_match_first_principles_and_ignore_trial_order():
+    from harness.metrics import equal_error_rate, min_dcf
+
+    rng = np.random.default_rng(7)
+    for trial in range(20):
+        n = int(rng.integers(4, 60))
+        labels = rng.random(n) < 0.4
+        labels[0], labels[1] = True, False
+        scores = np.round(rng.normal(0, 1, n) + labels, int(rng.integers(0, 2)))  # heavy ties
+        eer = equal_error_rate(scores, labels)
+        assert abs(eer - _brute_force_eer(scores, labels)) <= 1e-12, trial
+        perm = rng.permutation(n)
+        assert equal_error_rate(scores[perm], labels[perm]) == eer
+        assert min_dcf(scores[perm], labels[perm]) == min_dcf(scores, labels)
+
+
+def test_constant_scores_are_chance_and_degenerate_trials_are_refused():
+    import pytest
+
+    from harness.metrics import equal_error_rate, min_dcf
+
+    for targets in (1, 3, 7):
+        labels = [1] * targets + [0] * 5
+        assert equal_error_rate([0.2] * len(labels), labels) == 0.5
+        assert min_dcf([0.2] * len(labels), labels) == 1.0
+    with pytest.raises(ValueError, match="both target and non-target"):
+        equal_error_rate([0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="both target and non-target"):
+        min_dcf([], [])
+    with pytest.raises(ValueError, match="finite"):
+        equal_error_rate([0.1, float("nan")], [1, 0])
+    with pytest.raises(ValueError, match="equal length"):
+        equal_error_rate([0.1, 0.2, 0.3], [1, 0])
+
+
+def test_error_counts_and_rates_on_empty_references_and_hypotheses():
+    errors, lengths = error_counts(["a b", "", "", "c"], ["", "x y", "", "c"], "word")
+    assert errors == [2, 2, 0, 0] and lengths == [2, 0, 0, 1]
+    errors, lengths = error_counts(["ab", ""], ["", "xy"], "char")
+    assert errors == [2, 2] and lengths == [2, 0]
+    assert error_rate([2, 2, 0, 0], [2, 0, 0, 1]) == 4 / 3  # insertions on empty references still count
+    assert error_rate([], []) == 0.0 and error_rate([0, 0], [0, 0]) == 0.0
+    assert error_rate([1], [0]) == float("inf")  # no reference tokens, something inserted
