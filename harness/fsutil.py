@@ -68,20 +68,23 @@ def remove_stale_temporaries(folder: Path, name: str) -> None:
 
 
 def require_writable_dir(path: Path, what: str) -> Path:
-    """Create ``path`` if needed and check that files can be created in it; one-line error otherwise."""
+    """Check, before any work, that files can be created in ``path`` (or, when it does not exist
+    yet, in its nearest existing parent, so that writers can create it later); one-line
+    HarnessError otherwise. Creates nothing, so a run refused later leaves no empty folder."""
     path = Path(path)
+    probe_dir = path
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise HarnessError(f"{what} {path} is not a directory" if probe_dir == path else
+                           f"{what} {path} cannot be created: {probe_dir} is not a directory")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HarnessError(f"{what} {path} cannot be created: {exc.strerror}") from None
-    if not path.is_dir():
-        raise HarnessError(f"{what} {path} is not a directory")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=_temp_prefix("write-check"), suffix=".tmp", dir=path)
+        fd, probe = tempfile.mkstemp(prefix=_temp_prefix("write-check"), suffix=".tmp", dir=probe_dir)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise HarnessError(f"{what} {path} is not writable ({exc.strerror}); choose another location") from None
+        where = path if probe_dir == path else f"{path} (checked in {probe_dir})"
+        raise HarnessError(f"{what} {where} is not writable ({exc.strerror}); choose another location") from None
     return path
 
 

@@ -183,6 +183,8 @@ class ResultRecord:
     wall_time_s: float | None = None
     timing: dict = field(default_factory=dict)
     peak_rss_mb: float | None = None
+    #: the machine facts the numbers depend on (:func:`harness.probing.provenance.machine_fingerprint`)
+    machine: dict = field(default_factory=dict)
     format: int = FORMAT
 
     @property

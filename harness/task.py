@@ -79,8 +79,9 @@ class Task(abc.ABC):
 
     def __init__(self, config: dict) -> None:
         self.config = config
-        #: utterances a split's reader left out, by split, with a reason in the task's docs (for
-        #: example PR drops utterances with out-of-lexicon words); recorded with every result
+        #: utterances left out, counted by split (a task's own reason, e.g. PR's out-of-lexicon
+        #: words, under the split's name) or by "split: reason" (the engine's, e.g. clips shorter
+        #: than the upstream's shortest input); recorded with every result
         self.dropped: dict[str, int] = {}
 
     @classmethod

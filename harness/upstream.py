@@ -82,6 +82,16 @@ class UpstreamInfo:
     #: per layer: its hop, or None for an utterance-level layer (one vector per utterance, e.g. a
     #: speaker embedding); None here means every layer is frame-level at ``hop``
     layer_hops: list[int | None] | None = None
+    #: the backend's extraction revision: bumped when a fix changes its numbers, so records made
+    #: before the fix are not taken for finished runs (part of the identity when above 0)
+    revision: int = 0
+    #: the shortest input (samples) whose frames all come from the audio (not from padding): the
+    #: receptive field of a CNN front end, an analysis window; 0 means twice ``frame_offset``
+    min_samples: int = 0
+
+    def shortest_input(self) -> int:
+        """Samples an utterance needs for at least one frame computed from its own audio."""
+        return self.min_samples or max(1, 2 * self.frame_offset)
 
     def hop_of(self, layer: int) -> int | None:
         """Samples per frame of ``layer`` (None for an utterance-level layer)."""
@@ -174,13 +184,16 @@ class Upstream(nn.Module, abc.ABC):
         """The upstream by content, for run keys and feature-cache keys: its backend, layer
         names and weights hash; the source as well when there are no weights to hash
         (parameter-free features) or the weights are random (``--random-init``: the
-        architecture and the seed build them)."""
+        architecture and the seed build them); the backend's revision once a fix changed its
+        numbers."""
         info = self.info
         ident = {"backend": info.backend, "layers": list(info.layer_names), "weights_sha256": info.weights_sha256}
         if info.weights_sha256 is None or info.random_init:
             ident["source"] = info.source
         if info.random_init:
             ident["init_seed"] = info.notes.get("init_seed", 0)
+        if info.revision:
+            ident["revision"] = info.revision
         return ident
 
 

@@ -117,6 +117,8 @@ class SpeakerVerification(Task):
         trials = self.trials.get(split or "")
         if not trials:
             raise HarnessError("speaker verification scored examples that belong to no trial list")
+        # a trial whose utterance was left out (e.g. shorter than the upstream's shortest input) is not scored
+        trials = [t for t in trials if t[0] in predictions and t[1] in predictions]
         scores = [float(np.dot(predictions[a], predictions[b])) for a, b, _ in trials]
         labels = [label for _, _, label in trials]
         bad = sum(not np.isfinite(v) for v in scores)

@@ -146,12 +146,68 @@ def test_files_are_written_with_the_users_umask(tiny_corpus, tmp_path):
 
 
 def test_an_interrupted_corpus_build_exits_with_one_line(tmp_path):
-    proc = _start(["corpus", "build", "--profile", "tiny", "--out", str(tmp_path / "c"), "--quiet"], _env(tmp_path))
-    _wait_for("c/LibriSpeech/*/*/*/*.flac", tmp_path, proc)  # synthesis under way
+    """Interrupted early in a build that takes minutes (the default profile), so the signal can
+    never arrive after the build is done however fast the machine (the tiny profile could finish
+    first on a loaded machine and exit 0)."""
+    proc = _start(["corpus", "build", "--profile", "default", "--out", str(tmp_path / "c"), "--quiet"], _env(tmp_path))
+    _wait_for("c/LibriSpeech/*/*/*/*.flac", tmp_path, proc, timeout=300)  # synthesis under way
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err and err.strip().count("\n") == 0, err
     assert "re-run" in err
+
+
+def test_ctrl_c_during_training_is_one_line_and_130(tiny_corpus, tiny_hf, tmp_path):
+    """Lightning catches Ctrl-C inside fit() and exits 1 with its notice hidden; the harness says
+    what happened and exits 130, as during extraction. A budget no run can finish first."""
+    home = tmp_path / "home"
+    args = RUN + ["--upstream", f"hf:{tiny_hf}", "--data-root", str(tiny_corpus), "--max-steps", "1000000",
+                  "--out", str(tmp_path / "out")]
+    proc = _start(args, _env(home))
+    _wait_for("runs/*/checkpoints/last.ckpt", home, proc)  # training is under way
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("harness: interrupted"), err
+
+
+def _corpus_copy(tiny_corpus: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(tiny_corpus, dest)
+    return dest
+
+
+def test_clips_shorter_than_the_upstream_input_are_left_out_and_counted(tiny_corpus, tmp_path):
+    """A 100-sample clip gives fbank no frame (its 25 ms window): left out with a line and a count
+    in the record, never scored from padding; the other utterances run as usual."""
+    import soundfile as sf
+
+    root = _corpus_copy(tiny_corpus, tmp_path / "corpus")
+    rows = (root / "fluent_speech_commands_dataset" / "data" / "test_data.csv").read_text()
+    victim = next(p for p in sorted((root / "fluent_speech_commands_dataset").rglob("*.wav"))
+                  if p.name in rows)
+    wave, rate = sf.read(str(victim), dtype="float32")
+    sf.write(str(victim), wave[:100], rate)
+    proc = _cli(["run", "--upstream", "fbank", "--task", "ic", "--layer", "0", "--data-root", str(root), "--quiet",
+                 "--max-steps", "2", "--set", "val_interval=2", "--out", str(tmp_path / "out")], _env(tmp_path / "h"))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 test utterance(s) shorter than 400 samples" in proc.stderr and victim.name in proc.stderr
+    record = json.loads(next((tmp_path / "out").rglob("layer_0_seed0.json")).read_text())
+    assert record["dropped_utterances"] == {"test: shorter than 400 samples": 1}
+    assert record["test_utterances"] == len([line for line in rows.splitlines()[1:] if line.strip()]) - 1
+
+
+def test_a_damaged_audio_file_is_one_line_and_leaves_no_empty_out(tiny_corpus, tmp_path):
+    root = _corpus_copy(tiny_corpus, tmp_path / "corpus")
+    victim = sorted((root / "VoxCeleb1" / "wav").rglob("*.wav"))[3]
+    victim.write_bytes(b"RIFF....WAVEfmt garbage" * 4)
+    out = tmp_path / "never"
+    proc = _cli(["run", "--upstream", "fbank", "--task", "sid", "--data-root", str(root), "--quiet", "--max-steps", "2",
+                 "--out", str(out)], _env(tmp_path / "h"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert victim.name in proc.stderr and "damaged" in proc.stderr
+    assert not out.exists()
 
 
 def test_a_long_file_runs_in_windows_on_the_files_frame_grid(tiny_corpus):

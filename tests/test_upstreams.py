@@ -265,3 +265,85 @@ def test_bad_specs_are_one_line_errors(tmp_path):
         load_upstream(f"hf:{tmp_path}/missing")
     with pytest.raises(HarnessError, match="random-init"):
         load_upstream("torchaudio:hubert_base")
+
+
+# ----------------------------------------------------------- waveform normalisation per backend
+def test_torchaudio_normalises_as_its_own_bundles():
+    """Reference: torchaudio's bundles' ``_normalize_waveform``. The rule for other models (layer
+    norm first in the encoder -> normalise) holds for every bundle, and every named factory takes
+    its bundle's flag (the old rule read torchaudio's inverted transformer flag: every Base model
+    normalised and no Large one)."""
+    import torchaudio
+    import torchaudio.models as models
+
+    from harness.upstreams.torchaudio_backend import _FACTORIES, normalises_waveform
+
+    bundles = [getattr(torchaudio.pipelines, n) for n in dir(torchaudio.pipelines)]
+    bundles = [b for b in bundles if hasattr(b, "_normalize_waveform") and hasattr(b, "_params")]
+    assert len(bundles) >= 20
+    for b in bundles:
+        assert bool(b._normalize_waveform) == bool(b._params["encoder_layer_norm_first"])
+    named = [f for f in _FACTORIES if hasattr(torchaudio.pipelines, f.upper())]
+    assert {"hubert_base", "hubert_large", "wav2vec2_base", "wavlm_large"} <= set(named)
+    for f in named:
+        assert normalises_waveform(None, f) == bool(getattr(torchaudio.pipelines, f.upper())._normalize_waveform), f
+    small = dict(extractor_mode="group_norm", extractor_conv_layer_config=[(8, 10, 5), (8, 3, 2)],
+                 extractor_conv_bias=False, encoder_embed_dim=16, encoder_projection_dropout=0.0,
+                 encoder_pos_conv_kernel=4, encoder_pos_conv_groups=2, encoder_num_layers=1, encoder_num_heads=2,
+                 encoder_attention_dropout=0.0, encoder_ff_interm_features=32, encoder_ff_interm_dropout=0.0,
+                 encoder_dropout=0.0, encoder_layer_drop=0.0, aux_num_out=None)
+    for first in (False, True):  # the structural rule on models built here, no bundle involved
+        model = models.wav2vec2_model(**small, encoder_layer_norm_first=first)
+        assert normalises_waveform(model) is first
+    base = load_upstream("torchaudio:hubert_base", random_init=True)
+    assert base.normalize is False and base.identity()["revision"] == 1  # HUBERT_BASE does not normalise
+
+
+def test_hf_normalises_as_its_feature_extractor(hf_dirs):
+    """Reference: the model directory's own ``Wav2Vec2FeatureExtractor`` (preprocessor_config.json):
+    the upstream's layers on a raw waveform equal the model on the extractor's input values."""
+    from transformers import AutoModel, Wav2Vec2FeatureExtractor
+
+    wave = (np.random.default_rng(0).normal(0, 0.1, 6000) + 0.3).astype(np.float32)  # a DC offset: normalising matters
+    for kind in ("group", "stable"):
+        folder = hf_dirs[kind]
+        extractor = Wav2Vec2FeatureExtractor.from_pretrained(folder)
+        up = load_upstream(f"hf:{folder}")
+        assert up.normalize == bool(extractor.do_normalize)
+        values = torch.from_numpy(extractor(wave, sampling_rate=16000, return_tensors="np")["input_values"][0])[None]
+        model = AutoModel.from_pretrained(folder).eval()
+        with torch.no_grad():
+            ref = model(values.float(), output_hidden_states=True).hidden_states
+        got = up.layers(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
+        assert torch.allclose(got.hidden[0], ref[0], atol=1e-5), kind
+
+
+# ------------------------------------------------------------------------------ short clips
+def test_no_frame_of_a_short_clip_comes_from_padding(hf_dirs):
+    """HF's length formula is -1 below the receptive field; a slice [:-1] kept the padded frames."""
+    up = load_upstream(f"hf:{hf_dirs['stable']}")
+    assert up.info.shortest_input() == 400
+    x = torch.zeros(2, 16000)
+    x[0] = torch.randn(16000)
+    x[1, :50] = torch.randn(50)
+    out = up.layers(x, torch.tensor([16000, 50]))
+    assert [int(n[1]) for n in out.lengths] == [0] * len(out.lengths)
+    assert all(u.shape[0] == 0 for u in out.utterance(1))
+
+
+def test_every_backend_declares_its_shortest_input(hf_dirs, tmp_path):
+    """The declared minimum gives at least one frame, one sample less gives none or fails."""
+    specs = {"fbank": "fbank", "hf": f"hf:{hf_dirs['group']}",
+             "speechbrain": f"speechbrain:{tiny_models.speechbrain_dir(tmp_path / 'sb')}"}
+    expected = {"fbank": 400, "hf": 400, "speechbrain": 640}
+    for name, spec in specs.items():
+        up = load_upstream(spec)
+        n = up.info.shortest_input()
+        assert n == expected[name], name
+        out = up.layers(torch.randn(1, n), torch.tensor([n]))
+        assert min(int(lengths[0]) for lengths in out.lengths) >= 1, name
+        try:
+            fewer = up.layers(torch.randn(1, n - 1), torch.tensor([n - 1]))
+        except RuntimeError:
+            continue
+        assert min(int(lengths[0]) for lengths in fewer.lengths) == 0, name

@@ -115,7 +115,7 @@ class Ge2eUpstream(Upstream):
         names = ["lstm_1", "lstm_2", "lstm_3", "embedding"]
         info = UpstreamInfo(spec=f"ge2e:{source}", backend="ge2e", source=source, layer_names=names,
                             dims=[256, 256, 256, 256], hop=HOP, weights_sha256=None, random_init=random_init,
-                            frame_offset=0, layer_hops=[HOP, HOP, HOP, None],
+                            frame_offset=0, layer_hops=[HOP, HOP, HOP, None], min_samples=WINDOW,
                             notes={"model": "GE2E 3x LSTM 256", "features": "40 mel power, 10 ms"})
         up = cls(info)
         if random_init:

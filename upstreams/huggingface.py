@@ -153,6 +153,7 @@ class HFUpstream(Upstream):
             dims=[config.hidden_size] * (n + 1), hop=int(torch.tensor(config.conv_stride).prod()),
             weights_sha256=digest, random_init=random_init,
             frame_offset=receptive_field(config.conv_kernel, config.conv_stride) // 2,
+            min_samples=receptive_field(config.conv_kernel, config.conv_stride),
             notes={"model_type": config.model_type, "stable_layer_norm": bool(getattr(config, "do_stable_layer_norm", False)),
                    "normalize_waveform": normalize},
         )
@@ -189,7 +190,9 @@ class HFUpstream(Upstream):
             wavs = normalise_waveforms(wavs, lengths)
         padded = bool((lengths < wavs.shape[1]).any())
         out = self.model(input_values=wavs, attention_mask=mask if padded else None, output_hidden_states=True)
-        frames = self.model._get_feat_extract_output_lengths(lengths).long()
+        # HF's formula goes negative below the receptive field (-1 for 50 samples), and a slice
+        # [:-1] would then keep padded frames: such an utterance has no frame of its own
+        frames = self.model._get_feat_extract_output_lengths(lengths).long().clamp(min=0)
         hidden = list(out.hidden_states[:-1]) + [out.last_hidden_state]  # see the index mapping above
         hop = self.info.hop
         return Layers(hidden, [frames] * len(hidden), [hop] * len(hidden), list(self.info.layer_names))

@@ -74,6 +74,7 @@ class S3prlUpstream(Upstream):
             self._conv = ([c.kernel_size[0] for c in convs], [c.stride[0] for c in convs])
             self.padding_sensitive = any(isinstance(m, torch.nn.GroupNorm) for m in cnn.modules())
             info.frame_offset = receptive_field(*self._conv) // 2
+            info.min_samples = receptive_field(*self._conv)
         elif info.hop:
             info.frame_offset = info.hop // 2
 

@@ -85,6 +85,20 @@ def _load_pretrained(source: str):
     return clf.mods.compute_features, clf.mods.mean_var_norm, clf.mods.embedding_model, digest
 
 
+def _shortest_input(up: "SpeechBrainUpstream", most_frames: int = 64) -> int:
+    """The fewest samples this model runs on (ECAPA's reflect padding needs more feature frames
+    than its widest dilation, 5 frames = 640 samples for the standard model; an x-vector's
+    valid convolutions need 3), found by running it on silence of 1, 2, ... frames."""
+    for frames in range(1, most_frames + 1):
+        samples = max(1, (frames - 1) * HOP)
+        try:
+            up.layers(torch.zeros(1, samples), torch.tensor([samples]))
+        except RuntimeError:
+            continue
+        return samples
+    raise HarnessError(f"{up.info.spec} runs on no input shorter than {most_frames} frames; unsupported model")
+
+
 class SpeechBrainUpstream(Upstream):
     """A SpeechBrain speaker encoder (ECAPA-TDNN or x-vector; a pretrained model directory or
     an architecture name), every block a layer and the embedding an utterance-level layer.
@@ -129,6 +143,7 @@ class SpeechBrainUpstream(Upstream):
         up = cls(features, norm, model, info)
         probe = up.layers(torch.zeros(1, SAMPLE_RATE), torch.tensor([SAMPLE_RATE]))
         up.info.dims = [h.shape[-1] for h in probe.hidden]
+        up.info.min_samples = _shortest_input(up)
         return up
 
     @classmethod

@@ -49,6 +49,21 @@ def _factory(name: str):
     return getattr(models, name)
 
 
+def normalises_waveform(model, factory: str | None = None) -> bool:
+    """Whether this model takes per-utterance zero-mean unit-variance waveforms, by torchaudio's own
+    bundles: the bundle of the same name (``hubert_large`` -> ``HUBERT_LARGE``) says so in its
+    ``_normalize_waveform``; any other model follows the rule every bundle obeys: models whose
+    encoder applies layer norm first (fairseq's ``layer_norm_first``: the Large LV-60k/HuBERT
+    Large/WavLM Large family) normalise, the others do not. torchaudio's transformer stores the
+    opposite flag (``encoder.transformer.layer_norm_first`` is True when the encoder's is False:
+    it then norms the input of the stack instead of the output), which the old rule read as is
+    and so normalised every Base model and no Large one."""
+    bundle = getattr(torchaudio.pipelines, factory.upper(), None) if factory else None
+    if bundle is not None and hasattr(bundle, "_normalize_waveform"):
+        return bool(bundle._normalize_waveform)
+    return not bool(model.encoder.transformer.layer_norm_first)
+
+
 def _from_bundle(name: str):
     bundle = getattr(torchaudio.pipelines, name, None)
     if bundle is None or not hasattr(bundle, "get_model"):
@@ -106,13 +121,13 @@ class TorchaudioUpstream(Upstream):
                 raise HarnessError(f"{path} needs {sidecar} with the model factory and its kwargs")
             spec = json.loads(sidecar.read_text())
             model = _factory(spec["factory"])(**spec.get("kwargs", {}))
-            normalize = bool(spec.get("normalize_waveform", model.encoder.transformer.layer_norm_first))
+            normalize = bool(spec.get("normalize_waveform", normalises_waveform(model, spec["factory"])))
             if not random_init:
                 model.load_state_dict(_load_state(path))
                 digest = sha256_file(path)
         elif sep:
             model = _factory(factory_name)()
-            normalize = model.encoder.transformer.layer_norm_first
+            normalize = normalises_waveform(model, factory_name)
             if not random_init:
                 path = Path(file).expanduser()
                 model.load_state_dict(_load_state(path))
@@ -122,7 +137,7 @@ class TorchaudioUpstream(Upstream):
                 raise HarnessError(f"torchaudio:{source} names an architecture without weights: add =/path/weights.pt, "
                                    "use a pipeline bundle name (e.g. HUBERT_BASE), or pass --random-init")
             model = _factory(source)()
-            normalize = model.encoder.transformer.layer_norm_first
+            normalize = normalises_waveform(model, source)
         else:
             if random_init:
                 bundle = getattr(torchaudio.pipelines, source, None)
@@ -153,6 +168,7 @@ class TorchaudioUpstream(Upstream):
             frame_offset=receptive_field([l.conv.kernel_size[0] for l in model.feature_extractor.conv_layers],
                                          [l.conv.stride[0] for l in model.feature_extractor.conv_layers]) // 2,
             notes={"layer_norm_first": bool(model.encoder.transformer.layer_norm_first), "normalize_waveform": bool(normalize)},
+            revision=1,  # 1: waveform normalisation as torchaudio's bundles (was reversed for factory+weights specs)
         )
         return cls(model, bool(normalize), info)
 

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import soundfile as sf
 
-from harness.audio import SAMPLE_RATE, read_audio
+from harness.audio import SAMPLE_RATE, audio_length, read_audio
 from harness.features.cache import SHARD_SIZE, cache_key
 from harness.features.extract import iter_layers
 from harness.task import SPLITS, Example
@@ -30,7 +29,7 @@ HEADROOM_BYTES = 1 << 30
 
 def audio_samples(examples: Sequence[Example]) -> list[int]:
     """Samples per file from the headers (soundfile reads no audio for this)."""
-    return [e.segment[1] - e.segment[0] if e.segment else int(sf.info(str(e.path)).frames) for e in examples]
+    return [audio_length(e.path, e.segment) for e in examples]
 
 
 def free_bytes(path: Path) -> int:

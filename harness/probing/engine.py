@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import resource
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
-from harness import __version__
 from harness.corpus.layout import require_embedded_corpus
 from harness.errors import HarnessError
 from harness.features.cache import ensure_features
@@ -38,9 +35,14 @@ from harness.features.loaders import (
     eval_loader,
     train_loader,
 )
-from harness.features.planning import plan_features
+from harness.features.planning import audio_samples, plan_features
 from harness.fsutil import default_home, file_lock, require_writable_dir
-from harness.probing.identity import corpus_identity, features_mode, run_identity, run_key
+from harness.probing.identity import (
+    corpus_identity,
+    features_mode,
+    run_identity,
+    run_key,
+)
 from harness.probing.module import (
     ProbeModule,
     StepProgress,
@@ -48,6 +50,12 @@ from harness.probing.module import (
     predict_all,
 )
 from harness.probing.probes import ProbeSpec, needed_layers, select_probes
+from harness.probing.provenance import (
+    describe,
+    machine_fingerprint,
+    package_versions,
+    same_machine,
+)
 from harness.quiet import quiet_third_party
 from harness.records import (
     MetricSpec,
@@ -230,6 +238,32 @@ def choose_features(plan: RunPlan) -> RunPlan:
     return plan
 
 
+def drop_short_clips(plan: RunPlan) -> RunPlan:
+    """Leave out utterances shorter than the upstream's shortest input
+    (:meth:`~harness.upstream.UpstreamInfo.shortest_input`: the CNN's receptive field, an
+    analysis window), which would give no frame or frames computed from padding. Each split's
+    count goes into the task's ``dropped`` (and so into every record), with one line on stderr.
+    Lengths come from the audio headers; the run's identity is unchanged (the drop follows from
+    the data and the upstream, both in it)."""
+    need = plan.upstream.info.shortest_input()
+    for split in SPLITS:
+        examples = plan.examples[split]
+        lengths = audio_samples(examples)
+        kept = [e for e, n in zip(examples, lengths) if n >= need]
+        if len(kept) == len(examples):
+            continue
+        if not kept:
+            raise HarnessError(f"every {split} utterance is shorter than {need} samples, the shortest input of "
+                               f"{plan.request.upstream}")
+        first = next(e for e, n in zip(examples, lengths) if n < need)
+        print(f"harness: {len(examples) - len(kept)} {split} utterance(s) shorter than {need} samples "
+              f"({need / 16000 * 1000:.0f} ms, the shortest input of {plan.request.upstream}) left out, "
+              f"first {first.path}; counted in the record", file=sys.stderr)
+        plan.examples[split] = kept
+        plan.task.dropped[f"{split}: shorter than {need} samples"] = len(examples) - len(kept)
+    return plan
+
+
 # ---------------------------------------------------------- 2. finished runs
 
 
@@ -252,6 +286,18 @@ def finished_records(plan: RunPlan) -> list[Path] | None:
             return None
         found.append(hit)
     return found
+
+
+def say_if_from_another_machine(plan: RunPlan, paths: list[Path]) -> None:
+    """One line when a finished run's records were made on a machine with another fingerprint: they
+    are reused as that machine's result (the same experiment, numbers that may differ in the last
+    bits here; see :mod:`harness.probing.provenance`). Records without a fingerprint say nothing."""
+    made_on = read_record(paths[0]).machine
+    here = machine_fingerprint(plan.request.accelerator)
+    if made_on and not same_machine(made_on, here):
+        print(f"harness: {plan.upstream_ref.folder}/{plan.task.name}: reusing records made on {describe(made_on)}; "
+              f"this machine is {describe(here)}, where the numbers may differ slightly (delete the records to "
+              "measure here)", file=sys.stderr)
 
 
 # --------------------------------------------------------------- 3. features
@@ -309,7 +355,14 @@ def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
     torch.use_deterministic_algorithms(True, warn_only=True)
     gloo = plan.world_size > 1 and req.accelerator == "cpu"
     with _no_stdout() if gloo else contextlib.nullcontext():
-        trainer.fit(module, train, dev, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+        try:
+            trainer.fit(module, train, dev, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+        except SystemExit:
+            # Lightning turns Ctrl-C during fit into a quiet sys.exit(1); the user gets the harness's
+            # one line and exit 130, as everywhere else (the last window's checkpoint resumes it)
+            if trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
     steps = max(int(trainer.global_step), module.steps_done)  # spawned workers: only the module comes back
     if steps != module.last_validated_step:
         module.validate_now(dev, steps)
@@ -375,17 +428,6 @@ def score(plan: RunPlan, module, datasets: dict[str, Any]) -> dict[str, ProbeSco
 # ------------------------------------------------------------------ 6. records
 
 
-def package_versions() -> dict:
-    """Versions of Python, the harness and the packages that change numbers (kept in every record)."""
-    out = {"python": platform.python_version(), "harness": __version__}
-    for name in ("torch", "torchaudio", "pytorch-lightning", "transformers", "s3prl", "speechbrain", "numpy", "jiwer"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def write_records(plan: RunPlan, fitted: Fitted, scores: dict[str, ProbeScores]) -> list[Path]:
     """One :class:`~harness.records.ResultRecord` (plus its per-utterance outcomes) per probe, under
     ``OUT/UPSTREAM/TASK/SETTING/``; returns their paths. Records of runs measured differently never
@@ -408,6 +450,7 @@ def write_records(plan: RunPlan, fitted: Fitted, scores: dict[str, ProbeScores])
             dropped_utterances=dict(plan.task.dropped), data_root=portable_root(plan.data_root),
             wall_time_s=round(sum(plan.timing.values()), 1), timing=dict(plan.timing),
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            machine=machine_fingerprint(plan.request.accelerator),
         )
         # runs measured differently (corpus, config, steps, version) never overwrite each other
         paths.append(write_record(plan.request.out, record, s.outcomes))
@@ -423,8 +466,9 @@ def run(req: RunRequest, upstreams=None) -> list[Path]:
     plan = prepare(req, upstreams)
     done = finished_records(plan)
     if done is not None:
+        say_if_from_another_machine(plan, done)
         return done
-    plan = choose_features(plan)
+    plan = drop_short_clips(choose_features(plan))
     with _experiment_lock(plan):
         done = finished_records(plan)  # another process may have finished it while we waited
         if done is not None:
