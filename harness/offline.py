@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from urllib.parse import urlparse
+
+from huggingface_hub import constants
 
 from harness.errors import HarnessError
 
@@ -31,3 +34,9 @@ def require_network(model: str, host: str, fetch_hint: str) -> None:
     """Raise a one-line error naming the model and what to do when ``host`` is unreachable."""
     if not network_available(host):
         raise HarnessError(f"{model} is not cached here and {host} cannot be reached (no network): {fetch_hint}")
+
+
+def hub_cache_folder(repo_id: str) -> str:
+    """Where the HuggingFace hub keeps ``repo_id`` on this machine, honouring ``HF_HUB_CACHE`` and
+    ``HF_HOME`` as huggingface_hub itself does (for the line that says what to copy here)."""
+    return str(Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}")

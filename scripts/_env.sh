@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 WANT="$(stamp_of)"
 if [ "$(cat "$VENV/.harness-stamp" 2>/dev/null || true)" != "$WANT" ]; then
-    echo "[setup] installing pinned dependencies (first run: a few minutes, ~5 GB for torch)" >&2
+    echo "[setup] installing pinned dependencies (first run: a few minutes, about 7.4 GB with torch)" >&2
     "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
     "$VENV/bin/python" -m pip install --quiet -r "$ROOT/requirements.lock" -r "$ROOT/requirements-test.txt" >&2
     "$VENV/bin/python" -m pip install --quiet --no-deps -e "$ROOT" >&2

@@ -254,6 +254,8 @@ def test_offline_without_cache_fails_fast_with_one_line(tmp_path, spec):
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "fetch" in lines[0] and "no network" in lines[0]
     assert took < 30, took
+    if not spec.startswith("torchaudio"):  # the hub's cache where HF_HOME puts it, not ~/.cache/huggingface
+        assert str(tmp_path / "hf" / "hub" / "models--") in lines[0], lines[0]
 
 
 def test_bad_specs_are_one_line_errors(tmp_path):

@@ -36,7 +36,7 @@ from transformers.utils import logging as hf_logging
 
 from harness.errors import HarnessError
 from harness.fsutil import sha256_file
-from harness.offline import require_network
+from harness.offline import hub_cache_folder, require_network
 from harness.upstream import (
     Layers,
     Upstream,
@@ -89,7 +89,7 @@ def _resolve(source: str) -> Path:
     require_network(
         f"HuggingFace model {source}", "huggingface.co",
         f"run `harness upstreams fetch hf:{source}` on a connected machine and copy its "
-        f"~/.cache/huggingface/hub/models--{source.replace('/', '--')} folder here, or pass hf:/path/to/a/saved/dir",
+        f"{hub_cache_folder(source)} folder here, or pass hf:/path/to/a/saved/dir",
     )
     try:
         return Path(snapshot_download(source, allow_patterns=patterns))

@@ -31,7 +31,7 @@ from speechbrain.processing.features import InputNormalization
 from harness.audio import SAMPLE_RATE
 from harness.errors import HarnessError
 from harness.fsutil import default_home, sha256_file
-from harness.offline import require_network
+from harness.offline import hub_cache_folder, require_network
 from harness.upstream import Layers, Upstream, UpstreamInfo
 
 HOP = 160
@@ -71,7 +71,7 @@ def _load_pretrained(source: str):
         if not isinstance(cached, str):
             require_network(f"SpeechBrain model {source}", "huggingface.co",
                             f"run `harness upstreams fetch speechbrain:{source}` on a connected machine and copy "
-                            f"~/.cache/huggingface/hub/models--{source.replace('/', '--')} here, or pass speechbrain:/path/to/dir")
+                            f"{hub_cache_folder(source)} here, or pass speechbrain:/path/to/dir")
         src = source
     savedir = default_home() / "speechbrain" / hashlib.sha256(src.encode()).hexdigest()[:16]
     try:

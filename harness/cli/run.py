@@ -19,6 +19,12 @@ def _check_names(args: argparse.Namespace) -> None:
         parse_spec(args.upstream)
     if args.data_root and not Path(args.data_root).is_dir():
         raise HarnessError(f"--data-root {args.data_root} does not exist or is not a directory")
+    # config values checked with the task class alone (a bad --set costs seconds, not a model load)
+    from harness.config import parse_overrides
+    from harness.registry import load_task
+    from harness.task import task_config
+
+    task_config(load_task(args.task), parse_overrides(args.set or []), args.max_steps)
 
 
 def _request(args: argparse.Namespace, spec: str):
@@ -83,14 +89,18 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _add_run_arguments(rn: argparse.ArgumentParser) -> None:
+    from harness.registry import task_names  # entry-point metadata only: cheap at parser build time
+
     rn.add_argument("--upstream", help="registry name or BACKEND:SOURCE")
     rn.add_argument("--checkpoints", nargs="+", help="instead of --upstream: several checkpoints of one model (paths, "
                     "globs or names); writes a checkpoint x layer grid (CSV + heatmap) of the test metric")
-    rn.add_argument("--task", required=True, help="asr, pr, phone, ic (alias slu), sid, asv, ks or er "
-                    "(or a plugin's task)")
+    rn.add_argument("--task", required=True, help=f"one of {', '.join(task_names())} (registered tasks, plugins "
+                    "included)")
     rn.add_argument("--layer", default="all", help="N | weighted | A-B | 1,4,7 | all (every layer + weighted; default)")
     rn.add_argument("--data-root", help="corpus root (default: the embedded corpus)")
-    rn.add_argument("--out", default="results", help="records go to OUT/UPSTREAM/TASK/ (default: results)")
+    rn.add_argument("--out", default="results", help="records go to OUT/UPSTREAM/TASK/ (default: ./results, which in a "
+                    "clone of the harness is the committed results folder; records of other experiments never "
+                    "overwrite those)")
     rn.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     rn.add_argument("--max-steps", type=int, help="training steps (default: the task's YAML)")
     rn.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a task config value (repeatable)")
@@ -129,7 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bm = sub.add_parser("benchmark", help="many runs in one process from a YAML file (e.g. benchmarks/quick.yaml)",
                         description="Run every (upstream, task) listed in a benchmark config in one process, "
                                     "loading each upstream once and skipping finished runs; then regenerate the "
-                                    "leaderboard and print the best layers. See harness/benchmark.py for the format.")
+                                    "leaderboard and print the best layers. The format: harness/probing/benchmark.py's docstring.")
     bm.add_argument("config", help="benchmark YAML (benchmarks/quick.yaml: the default main job; "
                     "benchmarks/full.yaml: every committed result)")
     bm.add_argument("--quiet", action="store_true", help="no progress bars (one line per run is still printed)")
