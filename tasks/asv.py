@@ -2,10 +2,14 @@
 additive-margin softmax on the training speakers; utterance embeddings scored by cosine
 similarity on the trial list; equal error rate (lower is better) and minDCF (p_target 0.01).
 
-Speakers: the trial list's speakers (``veri_test.txt``) are the test set and never trained
-on; of the other speakers, the last ``dev_speakers`` (by id) are held out for model selection
-on dev trials built the same way (half target, cross-session); the rest train. The bootstrap
-intervals resample trials.
+Trial list: ``veri_test2.txt`` when the VoxCeleb1 root has it (VoxCeleb1's cleaned list, the
+one SUPERB scores; in the embedded corpus it holds only utterances no shipped model was
+pretrained on: iden_split codes 2 and 3, each unordered pair once), else ``veri_test.txt``.
+
+Speakers: the trial list's speakers are the test set and never trained on; of the other
+speakers, the last ``dev_speakers`` (by id) are held out for model selection on dev trials
+built the same way (half target, cross-session); the rest train. The bootstrap intervals
+resample trials.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 
 from harness.config import Field
 from harness.data import read_voxceleb1_all, read_voxceleb1_trials
+from harness.data.voxceleb import trial_list_name
 from harness.errors import HarnessError
 from harness.heads import XVectorHead
 from harness.metrics import equal_error_rate, min_dcf
@@ -49,7 +54,7 @@ class SpeakerVerification(Task):
 
     def examples(self, data_root: Path, split: str) -> list[Example]:
         utts = read_voxceleb1_all(data_root)
-        test_trials = read_voxceleb1_trials(data_root)
+        test_trials = read_voxceleb1_trials(data_root, trial_list_name(data_root))
         test_ids = {t.enrol for t in test_trials} | {t.test for t in test_trials}
         test_speakers = {i.split("/")[0] for i in test_ids}
         others = sorted({u.speaker for u in utts} - test_speakers)

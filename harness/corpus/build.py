@@ -1,10 +1,16 @@
-"""Build the embedded synthetic corpus in LibriSpeech, FSC and VoxCeleb1 layouts.
+"""Build the embedded synthetic corpus in the layouts of the real corpora (:data:`LAYOUTS`):
+LibriSpeech (+ alignments, s3prl phone labels, lexicon), Fluent Speech Commands, VoxCeleb1
+(+ veri_test.txt, veri_test2.txt), Speech Commands v0.01 (+ its separate test archive),
+IEMOCAP and Audio SNIPS.
 
 Pipeline: plan (pure function of profile + seed) -> synthesise every utterance in
-a fresh forked process (espeak keeps state between utterances, see
+a fresh forked process (:mod:`.synth`: espeak keeps state between utterances, see
 :mod:`.espeak`), writing its audio and an alignment sidecar atomically -> assemble
 the index files (transcripts, CSVs, split lists, CTM alignments, s3prl phone
-labels) -> write ``corpus.json`` and ``manifest.sha256``.
+labels, trial lists) -> write ``corpus.json`` and ``manifest.sha256``.
+
+Each layout draws from its own random stream (a child of the seed's ``SeedSequence`` or a
+``[seed, constant]`` generator), so adding a layout leaves every earlier file byte-identical.
 
 An interrupted build resumes: finished utterances (audio + sidecar) are kept and
 only the missing ones are synthesised.
@@ -16,11 +22,9 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import string
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,23 +34,44 @@ from harness.audio import SAMPLE_RATE
 from harness.data.fsc import FSC_SPLITS
 from harness.data.librispeech import SPLITS as LIBRI_SPLIT_OF
 from harness.errors import HarnessError
-from harness.fsutil import atomic_path, write_json, write_text
+from harness.fsutil import write_json, write_text
 from harness.corpus import align as alignment
+from harness.corpus import synth
 from harness.corpus.layout import (
     ALIGNMENT_DIR,
     FSC_DIR,
     IEMOCAP_DIR,
+    LEXICON_NAME,
     LIBRI_DIR,
     LIBRI_SPLITS,
     PHONE_DIR,
     PHONE_INVENTORY,
+    PHONE_S3PRL_DIR,
     PHONE_TABLE,
     SC_DIR,
+    SC_TEST_DIR,
+    SNIPS_DIR,
+    VERI_TEST2_NAME,
     VOX_DIR,
     CorpusPaths,
 )
+from harness.corpus.commands import (
+    SC_KEYWORDS,
+    speech_commands_jobs,
+    test_set_jobs,
+    write_background_noise,
+    write_test_set_silence,
+)
+from harness.corpus.draws import channel as draw_channel
+from harness.corpus.draws import jitter as draw_jitter
+from harness.corpus.draws import session_name
 from harness.corpus.manifest import write_manifest
-from harness.corpus.speakers import SpeakerRecipe, make_speakers
+from harness.corpus.profiles import PROFILES, Profile
+from harness.corpus.lists import verification_trials, verification_trials_v2, write_lexicon, write_phone_labels_s3prl
+from harness.corpus.slots import snips_jobs, write_snips_index
+from harness.corpus.styles import iemocap_jobs, write_emo_evaluation
+from harness.corpus.stats import LISTS, corpus_statistics, format_statistics  # noqa: F401  (the CLI imports it here)
+from harness.corpus.speakers import SpeakerRecipe, make_extra_speakers, make_speakers
 from harness.corpus.text import INTENTS, SentenceSampler, command_phrasings, lexicon
 
 OUT_RATE = SAMPLE_RATE
@@ -54,76 +79,24 @@ FRAME_SHIFT = 160  # 10 ms phone-label frames
 N_CANDIDATES = 6  # alternative texts per utterance, tried in order if alignment fails
 
 
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    speakers: int
-    libri_split_speakers: tuple[int, int, int]  # train, dev, test
-    libri_utts_per_speaker: int
-    fsc_split_speakers: tuple[int, int, int]
-    fsc_utts_per_speaker: int
-    vox_sessions: int  # sessions per speaker: all but the last two train, then dev, test
-    vox_utts_per_session: int
-    vocabulary: int
-    vox_verification_speakers: int = 8  # VoxCeleb1 speakers whose utterances form veri_test.txt
-    vox_trials: int = 2000  # trials in veri_test.txt (half target, half non-target)
-    sc_split_speakers: tuple[int, int, int] = (32, 8, 8)  # Speech Commands: train, validation, test
-    sc_keyword_repeats: int = 2  # each keyword said this many times by each speaker
-    sc_unknown_words: int = 6  # other words per speaker (the _unknown_ class)
-    emo_sessions: int = 5  # IEMOCAP-style: sessions of one female and one male speaker
-    emo_utts_per_class: int = 12  # per speaker, per style
-
-
-PROFILES: dict[str, Profile] = {
-    "tiny": Profile("tiny", 8, (4, 2, 2), 6, (4, 2, 2), 8, 3, 3, 800, vox_verification_speakers=2, vox_trials=40,
-                    sc_split_speakers=(4, 2, 2), sc_keyword_repeats=1, sc_unknown_words=2, emo_sessions=5,
-                    emo_utts_per_class=2),
-    "default": Profile("default", 48, (32, 8, 8), 40, (32, 8, 8), 40, 4, 6, 6000),
-}
-
 #: every layout a corpus holds, by name (a corpus built before one existed gets it on the next build)
 LAYOUTS = {"librispeech": LIBRI_DIR, "fsc": FSC_DIR, "voxceleb1": VOX_DIR, "phone_labels": PHONE_DIR,
-           "voxceleb1_trials": f"{VOX_DIR}/veri_test.txt", "speech_commands": SC_DIR, "iemocap": IEMOCAP_DIR}
-#: Speech Commands v0.01: the ten keywords of SUPERB KS and the other words (-> _unknown_)
-SC_KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
-SC_OTHER_WORDS = ("bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin", "nine", "one",
-                  "seven", "sheila", "six", "three", "tree", "two", "wow", "zero")
-SC_NOISES = ("doing_the_dishes", "dude_miaowing", "exercise_bike", "pink_noise", "running_tap", "white_noise")
-SC_NOISE_SECONDS = 60
-#: speaking styles of the IEMOCAP-layout corpus: prosody only (the text is drawn the same way
-#: for every style), so a classifier can only use rate, pitch level and range, and loudness.
-#: 'exc' (excited) is merged into 'hap' by SUPERB ER; 'fru' is a label SUPERB ER leaves out.
-EMO_STYLES = {
-    "neu": {"rate": 0, "pitch": 0, "range": 0, "volume": 100},
-    "hap": {"rate": 18, "pitch": 14, "range": 30, "volume": 125},
-    "exc": {"rate": 28, "pitch": 20, "range": 40, "volume": 140},
-    "sad": {"rate": -40, "pitch": -12, "range": -30, "volume": 65},
-    "ang": {"rate": 12, "pitch": 4, "range": 12, "volume": 175},
-    "fru": {"rate": 5, "pitch": -4, "range": -10, "volume": 120},
-}
+           "voxceleb1_trials": f"{VOX_DIR}/veri_test.txt", "speech_commands": SC_DIR, "iemocap": IEMOCAP_DIR,
+           "speech_commands_test": SC_TEST_DIR, "snips": SNIPS_DIR, "phone_labels_s3prl": PHONE_S3PRL_DIR,
+           "librispeech_lexicon": f"{LIBRI_DIR}/{LEXICON_NAME}", "voxceleb1_trials_v2": f"{VOX_DIR}/{VERI_TEST2_NAME}"}
+#: the layouts every build has made together since the seven of them first existed; the ones
+#: after them are optional in :func:`plan` and :func:`build` (to rebuild what an older version made)
+BASE_LAYOUTS = ("librispeech", "fsc", "voxceleb1", "phone_labels", "voxceleb1_trials", "speech_commands", "iemocap")
 
 
 # --------------------------------------------------------------------------- plan
-def _channel(rng: np.random.Generator) -> dict:
-    """A recording channel: gain, background noise level and a gentle low-pass."""
-    return {
-        "gain_db": round(float(rng.uniform(-8.0, -1.0)), 2),
-        "snr_db": round(float(rng.uniform(28.0, 45.0)), 2),
-        "lowpass": round(float(rng.uniform(0.0, 0.5)), 3),  # one-pole coefficient; 0 = flat
-    }
+def plan(profile: Profile, seed: int, layouts=None) -> tuple[list[SpeakerRecipe], list[dict]]:
+    """All speakers and utterance jobs; a pure function of (profile, seed, versions).
 
-
-def _jitter(rng: np.random.Generator) -> dict:
-    return {"rate": int(rng.integers(-8, 9)), "pitch": int(rng.integers(-4, 5))}
-
-
-def _session_name(rng: np.random.Generator) -> str:
-    alphabet = string.ascii_letters + string.digits + "-_"
-    return "".join(alphabet[i] for i in rng.integers(0, len(alphabet), size=11))
-
-
-def plan(profile: Profile, seed: int) -> tuple[list[SpeakerRecipe], list[dict]]:
-    """All speakers and utterance jobs; a pure function of (profile, seed, versions)."""
+    ``layouts``: the names (keys of :data:`LAYOUTS`) to plan, every one by default; the
+    :data:`BASE_LAYOUTS` are always planned. Leaving a later layout out changes no other job.
+    """
+    layouts = _layout_set(layouts)
     root = np.random.SeedSequence(seed)
     spk_ss, libri_ss, fsc_ss, vox_ss = root.spawn(4)
     speakers = make_speakers(profile.speakers, np.random.default_rng(spk_ss))
@@ -144,14 +117,14 @@ def plan(profile: Profile, seed: int) -> tuple[list[SpeakerRecipe], list[dict]]:
     for spk in sorted(split_of):
         speaker_id = 100 + 7 * spk
         chapters = [1000 + 37 * spk + c for c in range(2)]
-        channels = [_channel(rng) for _ in chapters]
+        channels = [draw_channel(rng) for _ in chapters]
         for u in range(profile.libri_utts_per_speaker):
             c = u % 2
             utt = f"{speaker_id}-{chapters[c]}-{u // 2:04d}"
             rel = f"{LIBRI_DIR}/{split_of[spk]}/{speaker_id}/{chapters[c]}/{utt}.flac"
             jobs.append({
                 "corpus": "librispeech", "split": split_of[spk], "utt": utt, "speaker": spk, "path": rel,
-                "texts": sentence_candidates(rng), "jitter": _jitter(rng), "channel": channels[c],
+                "texts": sentence_candidates(rng), "jitter": draw_jitter(rng), "channel": channels[c],
                 "noise_seed": int(rng.integers(2**31)), "format": "FLAC",
             })
 
@@ -165,8 +138,8 @@ def plan(profile: Profile, seed: int) -> tuple[list[SpeakerRecipe], list[dict]]:
     intents = rng.permutation(len(INTENTS))
     position = {spk: k for k, spk in enumerate(order)}  # consecutive within each split
     for spk in sorted(fsc_split):
-        speaker_id = f"spk{spk:03d}{_session_name(rng)[:5]}"
-        channel = _channel(rng)
+        speaker_id = f"spk{spk:03d}{session_name(rng)[:5]}"
+        channel = draw_channel(rng)
         for u in range(profile.fsc_utts_per_speaker):
             # consecutive speakers continue the cycle, so even a small split sees every intent
             k = position[spk] * profile.fsc_utts_per_speaker + u
@@ -177,7 +150,7 @@ def plan(profile: Profile, seed: int) -> tuple[list[SpeakerRecipe], list[dict]]:
             jobs.append({
                 "corpus": "fsc", "split": fsc_split[spk], "utt": utt, "speaker": spk, "speaker_id": speaker_id,
                 "path": f"{FSC_DIR}/wavs/speakers/{speaker_id}/{utt}.wav", "texts": pick[:N_CANDIDATES],
-                "intent": [action, obj, loc], "jitter": _jitter(rng), "channel": channel,
+                "intent": [action, obj, loc], "jitter": draw_jitter(rng), "channel": channel,
                 "noise_seed": int(rng.integers(2**31)), "format": "WAV",
             })
 
@@ -187,192 +160,43 @@ def plan(profile: Profile, seed: int) -> tuple[list[SpeakerRecipe], list[dict]]:
         vox_id = f"id{10001 + spk}"
         n = 0
         for s in range(profile.vox_sessions):
-            session = _session_name(rng)
-            channel = _channel(rng)
+            session = session_name(rng)
+            channel = draw_channel(rng)
             split = 1 if s < profile.vox_sessions - 2 else 2 if s == profile.vox_sessions - 2 else 3
             for _ in range(profile.vox_utts_per_session):
                 n += 1
                 rel = f"{vox_id}/{session}/{n:05d}.wav"
                 jobs.append({
                     "corpus": "voxceleb1", "split": split, "utt": rel, "speaker": spk, "path": f"{VOX_DIR}/wav/{rel}",
-                    "texts": sentence_candidates(rng), "jitter": _jitter(rng), "channel": channel,
+                    "texts": sentence_candidates(rng), "jitter": draw_jitter(rng), "channel": channel,
                     "noise_seed": int(rng.integers(2**31)), "format": "WAV",
                 })
 
     # layouts added later draw from their own streams, so the ones above stay byte-identical
     sc_ss, emo_ss = root.spawn(2)
-    jobs += _speech_commands_jobs(profile, speakers, np.random.default_rng(sc_ss))
-    jobs += _iemocap_jobs(profile, speakers, np.random.default_rng(emo_ss), sentence_candidates)
+    jobs += speech_commands_jobs(profile, np.random.default_rng(sc_ss))
+    jobs += iemocap_jobs(profile, speakers, np.random.default_rng(emo_ss), sentence_candidates)
+    sc_test_ss, snips_ss = root.spawn(2)
+    if "speech_commands_test" in layouts:
+        # new speakers, after every earlier one (the layouts above chose among the first ones)
+        rng = np.random.default_rng(sc_test_ss)
+        extra = make_extra_speakers(len(speakers), profile.sc_test_speakers, rng)
+        speakers = speakers + extra
+        taken = {j["utt"].split("/")[1].split("_nohash_")[0] for j in jobs if j["corpus"] == "speech_commands"}
+        jobs += test_set_jobs(profile, extra, taken, rng)
+    if "snips" in layouts:
+        jobs += snips_jobs(profile, np.random.default_rng(snips_ss), N_CANDIDATES)
     return speakers, jobs
 
 
-def _speech_commands_jobs(profile: Profile, speakers: list[SpeakerRecipe], rng: np.random.Generator) -> list[dict]:
-    """Speech Commands v0.01: one-second clips of single words, speaker-disjoint split lists."""
-    order = [int(i) for i in rng.permutation(profile.speakers)]
-    n_train, n_dev, n_test = profile.sc_split_speakers
-    jobs = []
-    for k, spk in enumerate(order[: n_train + n_dev + n_test]):
-        split = "train" if k < n_train else "validation" if k < n_train + n_dev else "testing"
-        speaker_hash = f"{int(rng.integers(2**32)):08x}"
-        channel = _channel(rng)
-        others = [SC_OTHER_WORDS[int(i)] for i in rng.permutation(len(SC_OTHER_WORDS))[: profile.sc_unknown_words]]
-        words = [w for w in SC_KEYWORDS for _ in range(profile.sc_keyword_repeats)] + others
-        counts: dict[str, int] = {}
-        for word in words:
-            n = counts[word] = counts.get(word, -1) + 1
-            rel = f"{word}/{speaker_hash}_nohash_{n}.wav"
-            jobs.append({
-                "corpus": "speech_commands", "split": split, "utt": rel, "speaker": spk, "path": f"{SC_DIR}/{rel}",
-                "texts": [word], "jitter": _jitter(rng), "channel": channel, "noise_seed": int(rng.integers(2**31)),
-                "format": "WAV", "fit_samples": OUT_RATE, "offset_fraction": round(float(rng.random()), 4),
-            })
-    return jobs
-
-
-def _iemocap_jobs(profile: Profile, speakers: list[SpeakerRecipe], rng: np.random.Generator,
-                  sentence_candidates) -> list[dict]:
-    """IEMOCAP layout: sessions of a female and a male speaker, every style from each speaker."""
-    women = [s.index for s in speakers if s.gender == "f"]
-    men = [s.index for s in speakers if s.gender == "m"]
-    women = [women[int(i)] for i in rng.permutation(len(women))]
-    men = [men[int(i)] for i in rng.permutation(len(men))]
-    jobs = []
-    for session in range(1, profile.emo_sessions + 1):
-        pair = {"F": women[(session - 1) % len(women)], "M": men[(session - 1) % len(men)]}
-        for letter, spk in pair.items():
-            dialog = f"Ses{session:02d}{letter}_impro01"
-            channel = _channel(rng)
-            styles = [style for style in EMO_STYLES for _ in range(profile.emo_utts_per_class)
-                      if style not in ("exc", "fru")]
-            styles += ["exc"] * max(1, profile.emo_utts_per_class // 3) + ["fru"] * max(1, profile.emo_utts_per_class // 4)
-            styles = [styles[int(i)] for i in rng.permutation(len(styles))]
-            for n, style in enumerate(styles):
-                utt = f"{dialog}_{letter}{n:03d}"
-                jobs.append({
-                    "corpus": "iemocap", "split": session, "utt": utt, "speaker": spk, "dialog": dialog,
-                    "path": f"{IEMOCAP_DIR}/Session{session}/sentences/wav/{dialog}/{utt}.wav",
-                    "texts": sentence_candidates(rng), "jitter": _jitter(rng), "channel": channel,
-                    "noise_seed": int(rng.integers(2**31)), "format": "WAV", "emotion": style,
-                    "prosody": EMO_STYLES[style],
-                })
-    return jobs
-
-
-# ----------------------------------------------------------------- synthesis worker
-_ENGINE = None  # set in the parent before forking; children inherit a pristine engine
-_SPEAKERS: list[SpeakerRecipe] = []
-_ROOT: Path | None = None
-
-
-def _apply_channel(x: np.ndarray, channel: dict, noise_seed: int) -> np.ndarray:
-    from scipy.signal import lfilter
-
-    y = x * (10.0 ** (channel["gain_db"] / 20.0))
-    a = channel["lowpass"]
-    if a > 0:
-        y = lfilter([1.0 - a], [1.0, -a], y)
-    rms = float(np.sqrt(np.mean(y**2))) if len(y) else 0.0
-    sigma = max(rms, 1e-4) * 10.0 ** (-channel["snr_db"] / 20.0)
-    y = y + np.random.default_rng(noise_seed).normal(0.0, sigma, size=len(y))
-    return y
-
-
-def sidecar_path(root: Path, job: dict) -> Path:
-    key = job["utt"].replace("/", "__")
-    return root / ".build" / "align" / job["corpus"] / f"{key}.json"
-
-
-def _synthesise(job: dict) -> dict:
-    """Synthesise one utterance (runs in a fresh forked child)."""
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    engine, spk, root = _ENGINE, _SPEAKERS[job["speaker"]], _ROOT
-    voice = spk.voice
-    prosody = job.get("prosody") or {}
-    rate = max(80, spk.rate + job["jitter"]["rate"] + prosody.get("rate", 0))
-    pitch = int(np.clip(spk.pitch + job["jitter"]["pitch"] + prosody.get("pitch", 0), 0, 100))
-    pitch_range = int(np.clip(spk.pitch_range + prosody.get("range", 0), 0, 100))
-    volume = int(prosody.get("volume", 100))
-    counts: dict[str, int] = {}
-
-    def phone_count(word: str) -> int:
-        if word not in counts:
-            counts[word] = engine.word_phone_count(word, voice)
-        return counts[word]
-
-    last_error = None
-    for text in job["texts"]:
-        syn = engine.synthesize(text, voice, rate=rate, pitch=pitch, pitch_range=pitch_range,
-                                rand_seed=job["noise_seed"], volume=volume)
-        x = syn.audio.astype(np.float64) / 32768.0
-        y = resample_poly(x, 320, 441)
-        spoken = len(y)
-        shift = 0
-        if job.get("fit_samples"):  # a fixed-length clip (Speech Commands: one second)
-            y, shift = _fit(y, int(job["fit_samples"]), float(job["offset_fraction"]))
-        y = _apply_channel(y, job["channel"], job["noise_seed"])
-        pcm = np.clip(np.round(y * 32767.0), -32768, 32767).astype(np.int16)
-        try:
-            phones, words = alignment.align(syn, text, spoken, phone_count)
-        except alignment.AlignmentError as exc:
-            last_error = str(exc)
-            continue
-        if job.get("fit_samples"):
-            phones = _shift_alignment(phones, shift, len(pcm), fill=alignment.SILENCE)
-            words = _shift_alignment(words, shift, len(pcm))
-        audio_path = root / job["path"]
-        with atomic_path(audio_path) as tmp:
-            sf.write(str(tmp), pcm, OUT_RATE, subtype="PCM_16", format=job["format"])
-        record = {
-            "utt": job["utt"], "text": text, "samples": int(len(pcm)),
-            "phones": [[p.label, p.start, p.end] for p in phones],
-            "words": [[w.label, w.start, w.end] for w in words],
-        }
-        write_json(sidecar_path(root, job), record)
-        return record
-    raise HarnessError(f"no candidate text of utterance {job['utt']} could be aligned ({last_error})")
-
-
-def _ignore_interrupts() -> None:
-    """Workers leave Ctrl-C to the parent, which stops the pool and exits with one line
-    (otherwise every worker prints its own traceback)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _fit(y: np.ndarray, samples: int, offset_fraction: float) -> tuple[np.ndarray, int]:
-    """Place a word in a clip of exactly ``samples``: padded with silence at a drawn offset, or
-    its centre kept when it is longer. Returns the clip and the word's shift in samples."""
-    if len(y) <= samples:
-        shift = int(round((samples - len(y)) * offset_fraction))
-        return np.concatenate([np.zeros(shift), y, np.zeros(samples - len(y) - shift)]), shift
-    start = (len(y) - samples) // 2
-    return y[start:start + samples], -start
-
-
-def _shift_alignment(segments: list, shift: int, total: int, fill: str | None = None) -> list:
-    """Segments moved by ``shift`` samples and clipped to ``[0, total)``; with ``fill``, the
-    padding before and after becomes segments of that label (phones tile the clip)."""
-    out = []
-    for seg in segments:
-        start, end = max(0, seg.start + shift), min(total, seg.end + shift)
-        if end > start:
-            out.append(type(seg)(seg.label, start, end))
-    if fill is not None and out:
-        if out[0].start > 0:
-            out.insert(0, type(out[0])(fill, 0, out[0].start))
-        if out[-1].end < total:
-            out.append(type(out[0])(fill, out[-1].end, total))
-    return out
-
-
-def _run_job(job: dict) -> dict:
-    try:
-        return {"ok": _synthesise(job)}
-    except HarnessError as exc:
-        return {"error": str(exc)}
+def _layout_set(layouts) -> set[str]:
+    if layouts is None:
+        return set(LAYOUTS)
+    chosen = set(layouts) | set(BASE_LAYOUTS)
+    unknown = sorted(chosen - set(LAYOUTS))
+    if unknown:
+        raise HarnessError(f"unknown corpus layout(s) {', '.join(unknown)}; choose from {', '.join(LAYOUTS)}")
+    return chosen
 
 
 # ----------------------------------------------------------------------- assembly
@@ -402,7 +226,7 @@ def frame_labels(phones: list, n_samples: int) -> list[str]:
 
 
 def _assemble(root: Path, profile: Profile, seed: int, speakers: list[SpeakerRecipe], jobs: list[dict],
-              records: dict[str, dict], espeak_version: str) -> dict:
+              records: dict[str, dict], espeak_version: str, layouts: set[str]) -> dict:
     paths = CorpusPaths(root)
     by_corpus: dict[str, list[dict]] = defaultdict(list)
     for job in jobs:
@@ -431,14 +255,15 @@ def _assemble(root: Path, profile: Profile, seed: int, speakers: list[SpeakerRec
     inventory = sorted({p[0] for j in first for p in records[j["utt"]]["phones"]} - {alignment.SILENCE})
     inventory = [alignment.SILENCE] + inventory
     index = {p: i for i, p in enumerate(inventory)}
-    write_text(paths.phone_labels / PHONE_INVENTORY, "".join(f"{p} {i}\n" for p, i in index.items()))
-    lines, split_lists = [], defaultdict(list)
+    inventory_text = "".join(f"{p} {i}\n" for p, i in index.items())
+    write_text(paths.phone_labels / PHONE_INVENTORY, inventory_text)
+    label_lines, split_lists = {}, defaultdict(list)
     for job in by_corpus["librispeech"]:
         rec = records[job["utt"]]
         labels = frame_labels(rec["phones"], rec["samples"])
-        lines.append(job["utt"] + " " + " ".join(str(index[x]) for x in labels))
+        label_lines[job["utt"]] = job["utt"] + " " + " ".join(str(index[x]) for x in labels)
         split_lists[job["split"]].append(job["utt"])
-    write_text(paths.phone_labels / PHONE_TABLE, "\n".join(sorted(lines)) + "\n")
+    write_text(paths.phone_labels / PHONE_TABLE, "\n".join(sorted(label_lines.values())) + "\n")
     for harness_split, split in LIBRI_SPLIT_OF.items():  # s3prl's train/dev/test_split.txt
         write_text(paths.phone_labels / f"{harness_split}_split.txt", "\n".join(sorted(split_lists[split])) + "\n")
 
@@ -460,30 +285,17 @@ def _assemble(root: Path, profile: Profile, seed: int, speakers: list[SpeakerRec
     iden = sorted(f"{j['split']} {j['utt']}" for j in by_corpus["voxceleb1"])
     write_text(paths.voxceleb1 / "iden_split.txt", "\n".join(iden) + "\n")
     # VoxCeleb1 verification trials (veri_test.txt): among a few speakers kept out of ASV training
-    write_text(paths.voxceleb1 / "veri_test.txt", "\n".join(_trials(by_corpus["voxceleb1"], profile, seed)) + "\n")
+    write_text(paths.voxceleb1 / "veri_test.txt", "\n".join(verification_trials(by_corpus["voxceleb1"], profile, seed)) + "\n")
 
     # Speech Commands v0.01: split lists (train = every clip not listed) and background noise
     for split, name in (("validation", "validation_list.txt"), ("testing", "testing_list.txt")):
         listed = sorted(j["utt"] for j in by_corpus["speech_commands"] if j["split"] == split)
         write_text(paths.speech_commands / name, "\n".join(listed) + "\n")
-    _write_background_noise(paths.speech_commands / "_background_noise_", seed)
-
-    # IEMOCAP: one EmoEvaluation file per dialog, '[start - end]<TAB>utterance<TAB>label<TAB>[v, a, d]'
-    by_dialog: dict[tuple[int, str], list[dict]] = defaultdict(list)
-    for job in by_corpus["iemocap"]:
-        by_dialog[(job["split"], job["dialog"])].append(job)
-    for (session, dialog), items in sorted(by_dialog.items()):
-        lines, t = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""], 0.0
-        for job in sorted(items, key=lambda j: j["utt"]):
-            dur = records[job["utt"]]["samples"] / OUT_RATE
-            vad = EMO_VAD[job["emotion"]]
-            lines.append(f"[{t:.4f} - {t + dur:.4f}]\t{job['utt']}\t{job['emotion']}\t"
-                         f"[{vad[0]:.4f}, {vad[1]:.4f}, {vad[2]:.4f}]")
-            t += dur + 0.5
-        write_text(paths.iemocap / f"Session{session}" / "dialog" / "EmoEvaluation" / f"{dialog}.txt",
-                   "\n".join(lines) + "\n")
+    write_background_noise(paths.speech_commands / "_background_noise_", seed)
+    write_emo_evaluation(paths.iemocap, by_corpus["iemocap"], records)
 
     stats = corpus_statistics(jobs, records)
+    stats[LISTS] = _assemble_later(paths, profile, seed, by_corpus, records, layouts, label_lines, inventory_text)
     meta = {
         "format": 1,
         "profile": profile.name,
@@ -494,111 +306,53 @@ def _assemble(root: Path, profile: Profile, seed: int, speakers: list[SpeakerRec
         "phone_inventory": inventory,
         "speakers": [s.to_dict() for s in speakers],
         "statistics": stats,
-        "layouts": LAYOUTS,
+        "layouts": {name: where for name, where in LAYOUTS.items() if name in layouts},
     }
     write_json(paths.metadata, meta)
     return meta
 
 
-EMO_VAD = {"neu": (2.5, 2.5, 2.5), "hap": (4.0, 3.5, 3.0), "exc": (4.0, 4.0, 3.0), "sad": (1.5, 2.0, 2.0),
-           "ang": (1.5, 4.0, 4.0), "fru": (2.0, 3.5, 3.0)}  # valence, activation, dominance (1-5)
-
-
-def _trials(vox_jobs: list[dict], profile: Profile, seed: int) -> list[str]:
-    """``label enrol test`` lines over the utterances of the verification speakers (the last ones
-    by id, like VoxCeleb1's id10270-id10309): half target trials (same speaker, another
-    session), half non-target, each utterance about equally often."""
-    rng = np.random.default_rng([seed, 4711])
-    by_speaker: dict[int, list[dict]] = defaultdict(list)
-    for job in vox_jobs:
-        by_speaker[job["speaker"]].append(job)
-    test = sorted(by_speaker)[-profile.vox_verification_speakers:]
-    utts = [(spk, j["utt"], j["utt"].split("/")[1]) for spk in test for j in sorted(by_speaker[spk], key=lambda j: j["utt"])]
-    lines: set[str] = set()
-    want = profile.vox_trials
-    while len(lines) < want:
-        a = utts[int(rng.integers(len(utts)))]
-        target = len(lines) % 2 == 0
-        pool = [u for u in utts if (u[0] == a[0]) == target and u[2] != a[2]]
-        b = pool[int(rng.integers(len(pool)))]
-        lines.add(f"{int(target)} {a[1]} {b[1]}")
-    return sorted(lines)
-
-
-def _write_background_noise(folder: Path, seed: int) -> None:
-    """Six minute-long noise recordings named as in Speech Commands (the _silence_ class is cut
-    from them): white, pink, a running tap, an exercise bike, dishes, a cat."""
-    import soundfile as sf
-    from scipy.signal import lfilter
-
-    rng = np.random.default_rng([seed, 1729])
-    n = SC_NOISE_SECONDS * OUT_RATE
-    t = np.arange(n) / OUT_RATE
-    white = rng.standard_normal(n)
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1))
-    pink = np.fft.irfft(spectrum, n)
-    tap = lfilter([1.0], [1.0, -0.97], rng.standard_normal(n)) * (1 + 0.3 * np.sin(2 * np.pi * 3.1 * t))
-    bike = lfilter([1.0], [1.0, -0.9], rng.standard_normal(n)) * (0.5 + 0.5 * np.abs(np.sin(2 * np.pi * 1.3 * t)))
-    dishes = 0.2 * rng.standard_normal(n)
-    for start in rng.integers(0, n - 4000, size=90):
-        f = rng.uniform(1500, 5000)
-        k = np.arange(4000)
-        dishes[start:start + 4000] += 3 * np.sin(2 * np.pi * f * k / OUT_RATE) * np.exp(-k / 600)
-    cat = 0.1 * rng.standard_normal(n)
-    for start in rng.integers(0, n - 8000, size=25):
-        k = np.arange(8000)
-        f0 = rng.uniform(400, 700) * (1 + 0.3 * np.sin(np.pi * k / 8000))
-        cat[start:start + 8000] += np.sin(2 * np.pi * np.cumsum(f0) / OUT_RATE) * np.hanning(8000)
-    for name, x in zip(SC_NOISES, (dishes, cat, bike, pink, tap, white)):
-        x = 0.1 * x / (np.abs(x).max() + 1e-9)
-        pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype(np.int16)
-        with atomic_path(folder / f"{name}.wav") as tmp:
-            sf.write(str(tmp), pcm, OUT_RATE, subtype="PCM_16", format="WAV")
-
-
-def corpus_statistics(jobs: list[dict], records: dict[str, dict]) -> dict:
-    """Hours, utterances, speakers, phones, words per corpus and split."""
-    stats: dict[str, dict] = {}
-    for job in jobs:
-        rec = records[job["utt"]]
-        key = stats.setdefault(job["corpus"], {}).setdefault(str(job["split"]), {
-            "hours": 0.0, "utterances": 0, "speakers": set(), "phone_tokens": 0, "phone_types": set(),
-            "word_tokens": 0, "word_types": set()})
-        key["hours"] += rec["samples"] / OUT_RATE / 3600
-        key["utterances"] += 1
-        key["speakers"].add(job["speaker"])
-        speech = [p[0] for p in rec["phones"] if p[0] != alignment.SILENCE]
-        key["phone_tokens"] += len(speech)
-        key["phone_types"].update(speech)
-        key["word_tokens"] += len(rec["words"])
-        key["word_types"].update(w[0] for w in rec["words"])
-    for corpus in stats.values():
-        for s in corpus.values():
-            s["hours"] = round(s["hours"], 4)
-            for k in ("speakers", "phone_types", "word_types"):
-                s[k] = len(s[k])
-    return stats
-
-
-def format_statistics(stats: dict) -> str:
-    lines = [f"{'corpus':<16}{'split':<16}{'hours':>7}{'utts':>7}{'spk':>5}{'phones':>8}{'ph.types':>9}{'words':>7}{'w.types':>8}"]
-    for corpus in sorted(stats):
-        for split in sorted(stats[corpus]):
-            s = stats[corpus][split]
-            lines.append(f"{corpus:<16}{split:<16}{s['hours']:>7.3f}{s['utterances']:>7}{s['speakers']:>5}"
-                         f"{s['phone_tokens']:>8}{s['phone_types']:>9}{s['word_tokens']:>7}{s['word_types']:>8}")
-    return "\n".join(lines)
+def _assemble_later(paths: CorpusPaths, profile: Profile, seed: int, by_corpus: dict[str, list[dict]],
+                    records: dict[str, dict], layouts: set[str], label_lines: dict[str, str],
+                    inventory_text: str) -> dict:
+    """The index files of the layouts after :data:`BASE_LAYOUTS`, those in ``layouts``; each
+    from its own stream. Returns their summary for ``corpus.json`` (``harness corpus info``)."""
+    summary: dict[str, dict] = {}
+    if "speech_commands_test" in layouts:  # _silence_ as large as each keyword's class
+        per_class = sum(1 for j in by_corpus["speech_commands_test"] if j["texts"][0] == SC_KEYWORDS[0])
+        names = write_test_set_silence(paths.speech_commands_test / "_silence_", seed, per_class)
+        summary["speech_commands_test"] = {"clips_per_class": per_class, "silence_clips": len(names)}
+    if "snips" in layouts:
+        summary["snips"] = write_snips_index(paths.snips, by_corpus["snips"], records)
+    if "phone_labels_s3prl" in layouts:
+        train = [j["utt"] for j in by_corpus["librispeech"] if j["split"] == LIBRI_SPLIT_OF["train"]]
+        summary["phone_labels_s3prl"] = write_phone_labels_s3prl(paths.phone_labels_s3prl, label_lines, train,
+                                                                 inventory_text, seed)
+    if "librispeech_lexicon" in layouts:  # the sentence vocabulary: every word a transcript can hold
+        spoken = {w for j in by_corpus["librispeech"] for w in records[j["utt"]]["text"].split()}
+        summary["librispeech_lexicon"] = write_lexicon(paths.lexicon, sorted(spoken | set(lexicon(profile.vocabulary))))
+    if "voxceleb1_trials_v2" in layouts:
+        trials = verification_trials_v2(by_corpus["voxceleb1"], profile, seed)
+        write_text(paths.voxceleb1 / VERI_TEST2_NAME, "\n".join(trials) + "\n")
+        sides = {u for line in trials for u in line.split()[1:]}
+        summary["voxceleb1_trials_v2"] = {"trials": len(trials), "target": sum(t[0] == "1" for t in trials),
+                                          "utterances": len(sides), "speakers": len({u.split("/")[0] for u in sides})}
+    return summary
 
 
 # --------------------------------------------------------------------------- entry
 def build(out: Path, profile_name: str = "default", seed: int = 0, workers: int | None = None,
-          progress: bool = True) -> dict:
-    """Build (or finish building) a corpus at ``out``; returns its metadata."""
+          progress: bool = True, layouts=None) -> dict:
+    """Build (or finish building) a corpus at ``out``; returns its metadata.
+
+    ``layouts``: names of :data:`LAYOUTS` to build (default all; :data:`BASE_LAYOUTS` always),
+    e.g. to make what an older version made; a later build with more layouts adds them in place.
+    """
     from harness.corpus.espeak import Espeak, prepare_data_dir
 
     if profile_name not in PROFILES:
         raise HarnessError(f"unknown profile {profile_name!r}; choose from {', '.join(PROFILES)}")
+    wanted = _layout_set(layouts)
     profile = PROFILES[profile_name]
     out = Path(out)
     paths = CorpusPaths(out)
@@ -617,7 +371,7 @@ def build(out: Path, profile_name: str = "default", seed: int = 0, workers: int 
             raise HarnessError(
                 f"{out} already holds a corpus built with profile {meta.get('profile')!r} seed {meta.get('seed')}; "
                 "use another --out or delete it")
-        missing = sorted(set(LAYOUTS) - set(meta.get("layouts", {})))
+        missing = sorted(wanted - set(meta.get("layouts", {})))
         if not missing:
             return meta
         # built before these layouts existed: synthesis is deterministic, so finishing the build
@@ -634,36 +388,35 @@ def build(out: Path, profile_name: str = "default", seed: int = 0, workers: int 
     write_json(stamp, identity)
 
     t0 = time.time()
-    speakers, jobs = plan(profile, seed)
+    speakers, jobs = plan(profile, seed, wanted)
     variants = {s.variant: s.variant_text for s in speakers if s.variant_text}
     data_parent = prepare_data_dir(build_dir / "espeak", variants)
 
     records: dict[str, dict] = {}
     todo = []
     for job in jobs:
-        side = sidecar_path(out, job)
+        side = synth.sidecar_path(out, job)
         if side.exists() and (out / job["path"]).exists():
             records[job["utt"]] = json.loads(side.read_text())
         else:
             todo.append(job)
 
-    global _ENGINE, _SPEAKERS, _ROOT
     # Import what the children use before forking, so each child does not pay for it.
     import scipy.signal  # noqa: F401
     import soundfile  # noqa: F401
 
-    _ENGINE = Espeak(data_parent)
-    _SPEAKERS, _ROOT = speakers, out
-    espeak_version = _ENGINE.version
+    engine = Espeak(data_parent)
+    synth.prepare(engine, speakers, out)
+    espeak_version = engine.version
     if todo:
         from tqdm import tqdm
 
         ctx = mp.get_context("fork")
         n_workers = workers or min(2, os.cpu_count() or 1)
-        with ctx.Pool(n_workers, maxtasksperchild=1, initializer=_ignore_interrupts) as pool:
+        with ctx.Pool(n_workers, maxtasksperchild=1, initializer=synth.ignore_interrupts) as pool:
             bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="utt", desc="synthesising",
                        disable=not progress, file=sys.stderr)
-            for result in pool.imap_unordered(_run_job, todo, chunksize=1):
+            for result in pool.imap_unordered(synth.run_job, todo, chunksize=1):
                 if "error" in result:
                     pool.terminate()
                     raise HarnessError(result["error"])
@@ -671,7 +424,7 @@ def build(out: Path, profile_name: str = "default", seed: int = 0, workers: int 
                 bar.update(1)
             bar.close()
     synth_seconds = time.time() - t0
-    meta = _assemble(out, profile, seed, speakers, jobs, records, espeak_version)
+    meta = _assemble(out, profile, seed, speakers, jobs, records, espeak_version, wanted)
     for stray in out.rglob(".*.tmp*"):  # temp files of a killed earlier run
         if stray.is_file():
             stray.unlink()

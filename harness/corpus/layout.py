@@ -15,6 +15,11 @@ FSC_DIR = "fluent_speech_commands_dataset"
 VOX_DIR = "VoxCeleb1"
 SC_DIR = "speech_commands_v0.01"  # Speech Commands v0.01: WORD/SPEAKER_nohash_N.wav + split lists
 IEMOCAP_DIR = "IEMOCAP_full_release"  # SessionN/sentences/wav/DIALOG/UTT.wav + dialog/EmoEvaluation
+SC_TEST_DIR = "speech_commands_test_set_v0.01"  # CLASS/FILE.wav: the ten keywords, _unknown_, _silence_
+SNIPS_DIR = "SNIPS"  # Audio SNIPS as s3prl prepares it: {train,valid,test}/SPK-snips-SPLIT-N.wav + all.iob.snips.txt
+PHONE_S3PRL_DIR = "libri_phone_s3prl"  # s3prl phone_linear's own form: train-clean-100 only, utterance splits
+LEXICON_NAME = "librispeech-lexicon.txt"  # inside LIBRI_DIR: WORD<TAB>stress-marked ARPAbet (OpenSLR 11)
+VERI_TEST2_NAME = "veri_test2.txt"  # inside VOX_DIR: trials on audio no shipped model was pretrained on
 METADATA_NAME = "corpus.json"
 MANIFEST_NAME = "manifest.sha256"
 ALIGNMENT_DIR = "alignments"  # inside LIBRI_DIR: SPLIT.{words,phones}.ctm
@@ -65,6 +70,22 @@ class CorpusPaths:
     @property
     def iemocap(self) -> Path:
         return self.root / IEMOCAP_DIR
+
+    @property
+    def speech_commands_test(self) -> Path:
+        return self.root / SC_TEST_DIR
+
+    @property
+    def snips(self) -> Path:
+        return self.root / SNIPS_DIR
+
+    @property
+    def phone_labels_s3prl(self) -> Path:
+        return self.root / PHONE_S3PRL_DIR
+
+    @property
+    def lexicon(self) -> Path:
+        return self.root / LIBRI_DIR / LEXICON_NAME
 
     @property
     def alignments(self) -> Path:

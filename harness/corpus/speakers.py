@@ -84,3 +84,23 @@ def make_speakers(n: int, rng: np.random.Generator) -> list[SpeakerRecipe]:
             text = _variant_file(variant, gender, rng)
         speakers.append(SpeakerRecipe(i, gender, language, variant, text, rate, pitch, pitch_range))
     return speakers
+
+
+def make_extra_speakers(first_index: int, n: int, rng: np.random.Generator) -> list[SpeakerRecipe]:
+    """``n`` further speakers, indices ``first_index`` on, alternately male and female, each with a
+    variant file of its own (a timbre no earlier speaker has: the stock variants are all taken).
+
+    For layouts added after a corpus's first speakers were drawn: the earlier speakers, and
+    every layout that chose among them, stay exactly as they were.
+    """
+    speakers = []
+    for i in range(first_index, first_index + n):
+        gender = "m" if (i - first_index) % 2 == 0 else "f"
+        language = LANGUAGES[int(rng.integers(len(LANGUAGES)))]
+        rate = int(rng.integers(140, 196))
+        pitch = int(rng.integers(35, 66))
+        pitch_range = int(rng.integers(30, 80))
+        variant = f"harness{i:03d}"
+        speakers.append(SpeakerRecipe(i, gender, language, variant, _variant_file(variant, gender, rng), rate, pitch,
+                                      pitch_range))
+    return speakers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from harness.errors import HarnessError
 
 PHONE_TABLE = "converted_aligned_phones.txt"  # s3prl phone_linear: one line per utterance
 PHONE_INVENTORY = "phones.txt"  # ours: label -> index
+#: s3prl phone_linear's seed for cutting train_split.txt into train and dev (``train_dev_seed``)
+S3PRL_TRAIN_DEV_SEED = 1337
 
 
 @dataclass(frozen=True)
@@ -64,3 +67,32 @@ def read_phone_labels(folder: str | Path) -> tuple[dict[str, list[int]], list[st
     else:
         inventory = [str(i) for i in range(max((max(v) for v in labels.values() if v), default=-1) + 1)]
     return labels, inventory
+
+
+def read_phone_splits(folder: str | Path, seed: int = S3PRL_TRAIN_DEV_SEED) -> dict[str, list[str]]:
+    """s3prl ``phone_linear``'s three splits from ``train_split.txt`` and ``test_split.txt``:
+    harness split -> utterance ids.
+
+    The rule of s3prl's ``downstream/phone_linear/dataset.py``: the lines of
+    ``train_split.txt`` are shuffled by Python's ``random`` seeded with ``seed`` (1337), the
+    first ``int(0.9 * n)`` are train and the rest dev; test is ``test_split.txt``. The order of
+    the file's lines therefore matters and is kept. Raises :class:`HarnessError` for a missing
+    list or an utterance in both lists.
+    """
+    folder = Path(folder)
+    lists = {}
+    for name in ("train_split.txt", "test_split.txt"):
+        path = folder / name
+        if not path.exists():
+            raise HarnessError(f"missing {path}; s3prl phone_linear's folder has train_split.txt and test_split.txt")
+        with open(path) as fh:  # as s3prl reads it: the shuffle permutes these very lines
+            lists[name] = fh.readlines()
+    usage = list(lists["train_split.txt"])
+    random.Random(seed).shuffle(usage)
+    cut = int(len(usage) * 0.9)
+    strip = lambda lines: [line.strip("\n") for line in lines if line.strip()]  # noqa: E731
+    out = {"train": strip(usage[:cut]), "dev": strip(usage[cut:]), "test": strip(lists["test_split.txt"])}
+    both = sorted(set(out["test"]) & (set(out["train"]) | set(out["dev"])))
+    if both:
+        raise HarnessError(f"{folder}: utterance {both[0]} is in both train_split.txt and test_split.txt")
+    return out

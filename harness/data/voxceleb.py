@@ -48,6 +48,17 @@ def read_voxceleb1(root: str | Path, split: str) -> list[VoxUtterance]:
     return utts
 
 
+#: trial lists in order of preference: VoxCeleb1's cleaned list, then the original one
+TRIAL_LISTS = ("veri_test2.txt", "veri_test.txt")
+
+
+def trial_list_name(root: str | Path) -> str:
+    """The first of :data:`TRIAL_LISTS` present in the VoxCeleb1 root (``veri_test.txt`` when
+    neither is, so that reading it names the file that is missing)."""
+    base = _root(Path(root))
+    return next((name for name in TRIAL_LISTS if (base / name).exists()), TRIAL_LISTS[-1])
+
+
 @dataclass(frozen=True)
 class Trial:
     target: bool  # same speaker
