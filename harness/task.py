@@ -100,6 +100,12 @@ class Task(abc.ABC):
     def prepare(self, train: list[Example]) -> None:
         """Fit label vocabularies on the training examples (called before heads are built)."""
 
+    def identity(self) -> dict:
+        """What defines the task's scoring beyond its config and its examples' audio and labels
+        (e.g. a verification trial list), as JSON-able content; part of the run identity when
+        not empty. Called after :meth:`examples` for every split."""
+        return {}
+
     # --- model -----------------------------------------------------------------
     @abc.abstractmethod
     def build_head(self, dim: int) -> Head:

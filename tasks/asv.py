@@ -14,6 +14,8 @@ resample trials.
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,18 @@ from harness.task import (
     Task,
     require_examples,
 )
+
+
+def unique_pairs(trials: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """Each unordered pair once (the first occurrence): cosine scoring is symmetric, so a pair
+    listed in both orders (155 of veri_test.txt's 2,000 trials) would count twice."""
+    seen, out = set(), []
+    for a, b, label in trials:
+        key = (a, b) if a <= b else (b, a)
+        if key not in seen:
+            seen.add(key)
+            out.append((a, b, label))
+    return out
 
 
 class SpeakerVerification(Task):
@@ -64,7 +78,7 @@ class SpeakerVerification(Task):
                                f"than dev_speakers={k} to train on")
         dev_speakers = set(others[-k:])
         if split == "test":
-            self.trials["test"] = [(t.enrol, t.test, int(t.target)) for t in test_trials]
+            self.trials["test"] = unique_pairs([(t.enrol, t.test, int(t.target)) for t in test_trials])
             chosen = [u for u in utts if u.id in test_ids]
         elif split == "dev":
             chosen = [u for u in utts if u.speaker in dev_speakers]
@@ -74,6 +88,13 @@ class SpeakerVerification(Task):
         for u in chosen:
             self._split_of[u.id] = split
         return require_examples([Example(u.id, u.path, (u.speaker,)) for u in chosen], f"VoxCeleb1 {split}", data_root)
+
+    def identity(self) -> dict:
+        """The trial lists scored (a sha256 of the pairs and labels): another list over the same
+        utterances is another experiment."""
+        text = "\n".join(f"{split}\t{a}\t{b}\t{label}" for split in sorted(self.trials)
+                         for a, b, label in self.trials[split])
+        return {"trials_sha256": hashlib.sha256(text.encode()).hexdigest()} if self.trials else {}
 
     def _dev_trials(self, utts) -> list[tuple[str, str, int]]:
         """Half target (same speaker, another session), half non-target, drawn with a fixed seed."""

@@ -207,7 +207,7 @@ def prepare(req: RunRequest, upstreams=None) -> RunPlan:
     identity = run_identity(
         upstream=upstream.identity(), task=task.name, config=config, probes=[p.key for p in probes], seed=req.seed,
         corpus=corpus_identity(data_root, [e for s in SPLITS for e in examples[s]]), world_size=world_size,
-        features=features_mode(streamed, pooled, req.cache_dtype))
+        features=features_mode(streamed, pooled, req.cache_dtype), task_content=task.identity())
     plan = RunPlan(req, task, config, data_root, examples, upstream, probes, streamed, pooled, world_size, identity, "")
     plan.set_features(streamed, pooled)
     return plan

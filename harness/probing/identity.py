@@ -71,16 +71,21 @@ def features_mode(streamed: bool, pooled: bool, cache_dtype: str) -> str:
 
 
 def run_identity(*, upstream: dict, task: str, config: dict, probes: Sequence[str], seed: int, corpus: dict,
-                 world_size: int, features: str) -> dict:
+                 world_size: int, features: str, task_content: dict | None = None) -> dict:
     """Everything that changes a run's numbers, and nothing else (the module docstring).
 
     ``upstream``: :meth:`harness.upstream.Upstream.identity`; ``config``: the resolved task config
     (its step budget is left out: a longer run continues a shorter one through identical windows);
-    ``probes``: probe keys; ``corpus``: :func:`corpus_identity`; ``features``: :func:`features_mode`.
+    ``probes``: probe keys; ``corpus``: :func:`corpus_identity`; ``features``: :func:`features_mode`;
+    ``task_content``: :meth:`harness.task.Task.identity` (left out when empty, so tasks without such
+    content keep the keys they always had).
     """
-    return {"upstream": upstream, "task": task, "config": {k: v for k, v in config.items() if k != "max_steps"},
-            "probes": list(probes), "seed": seed, "corpus": corpus, "world_size": world_size, "version": __version__,
-            "features": features}
+    ident = {"upstream": upstream, "task": task, "config": {k: v for k, v in config.items() if k != "max_steps"},
+             "probes": list(probes), "seed": seed, "corpus": corpus, "world_size": world_size, "version": __version__,
+             "features": features}
+    if task_content:
+        ident["task_content"] = task_content
+    return ident
 
 
 def run_key(identity: dict) -> str:

@@ -1,15 +1,21 @@
 """What a record's numbers depend on beyond its identity: package versions and the machine.
 
 The run identity (:mod:`harness.probing.identity`) makes the same experiment the same key on
-every machine. The numbers are bit-identical for the same key only on the same kind of machine:
-training sums floating-point values in an order that depends on the CPU's vector instructions
-(torch's CPU capability: AVX2, AVX512), the BLAS library, and the number of threads that split
-each reduction. Measured on the committed ``fbank`` / ``ic`` run (key ``e20e25527f820ce1``):
-2 threads give dev 0.1625 / test 0.175 at step 1,800 on every launch path; 1 thread on the same
-machine gives other numbers, and so did another machine, because that probe sits near chance
-where a change in the last bit moves the dev-selected step. Each record therefore carries
-:func:`machine_fingerprint`, and a record found finished on a machine with another fingerprint is
-reused as that machine's result, with a line saying so.
+every machine. "Same seed, same inputs, same versions -> same numbers" holds bit for bit when,
+in addition, the machine computes the same floating-point operations in the same order: the
+same CPU vector capability (torch's AVX2 / AVX512 kernels), the same BLAS, and the same number
+of intra-op threads (each splits reductions differently). Neither the launch path nor earlier
+runs in one process change a run's numbers (tested: a run inside a benchmark equals the same run
+alone). Measured on the committed ``fbank`` / ``ic`` run (key ``e20e25527f820ce1``, AMD EPYC,
+AVX512, MKL): 2 threads give dev 0.1625 / test 0.1750 at step 1,800, twice in a row and as in the
+committed record; 1 thread on the same machine gives dev 0.1656 / test 0.1500; another machine
+reported dev 0.1406 / test 0.1437 at step 1,200. That probe sits near chance, where a change in
+the last bit of a gradient moves which step is best on dev; well-separated results move far less.
+
+Each record therefore carries :func:`machine_fingerprint`; a record found finished on a machine
+with another fingerprint is reused as that machine's result, with a line saying so. To repeat a
+record bit for bit, run on the same kind of CPU with ``OMP_NUM_THREADS`` set to the record's
+``machine.threads``.
 """
 
 from __future__ import annotations

@@ -114,3 +114,35 @@ study:
     assert "| fbank |" in page.read_text() and "| mfcc |" not in page.read_text()
     with pytest.raises(HarnessError, match="groups"):
         load_study(_write(tmp_path / "bad.yaml", "jobs:\n  - upstreams: [fbank]\n    tasks: [sid]\nstudy: {out: x}\n"))
+
+
+def test_a_run_inside_a_benchmark_equals_the_same_run_alone(tiny_corpus, tmp_path):
+    """No state leaks from earlier runs of a benchmark process into a later one (global RNG,
+    thread count, deterministic flags, a reused upstream): fbank/sid as the third run of a
+    benchmark, after two runs of other upstreams and tasks, gives the records it gives alone."""
+    import json
+
+    common = f"    data_root: {tiny_corpus}\n    max_steps: 6\n    set: {{val_interval: 3, batch_size: 8}}\n"
+    config = _write(tmp_path / "b.yaml", f"out: {tmp_path / 'bench'}\njobs:\n"
+                    f"  - upstreams: [mfcc]\n    tasks: [ic, phone]\n{common}"
+                    f"  - upstreams: [fbank]\n    tasks: [sid]\n    seed: 3\n{common}")
+    env = dict(os.environ, HARNESS_HOME=str(tmp_path / "home-bench"))
+    bench = subprocess.run([sys.executable, "-m", "harness.cli", "benchmark", str(config), "--quiet"], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert bench.returncode == 0, bench.stderr
+    alone = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--upstream", "fbank", "--task", "sid",
+                            "--seed", "3", "--data-root", str(tiny_corpus), "--max-steps", "6", "--set", "val_interval=3",
+                            "--set", "batch_size=8", "--out", str(tmp_path / "alone"), "--quiet"],
+                           env=dict(os.environ, HARNESS_HOME=str(tmp_path / "home-alone")), capture_output=True,
+                           text=True, timeout=600)
+    assert alone.returncode == 0, alone.stderr
+
+    def numbers(root: Path) -> dict:
+        out = {}
+        for p in sorted((root / "fbank" / "sid").rglob("*_seed3.json")):
+            r = json.loads(p.read_text())
+            out[r["probe"]] = (r["run_key"], r["dev"], r["test"], r["best_step"], r["dev_curve"], r["layer_weights"])
+        return out
+
+    got, want = numbers(tmp_path / "bench"), numbers(tmp_path / "alone")
+    assert want and got == want

@@ -150,3 +150,20 @@ def test_ge2e_layers_match_the_resemblyzer_package(tiny_corpus):
             frames, _ = encoder.lstm(mel)
         assert out.hidden[2].shape[1] == frames.shape[1]
         assert (out.hidden[2][0] - frames[0]).abs().max() <= 1e-4
+
+
+def test_reversed_trial_pairs_count_once_and_the_trial_list_is_part_of_the_identity(tiny_corpus):
+    from harness.registry import load_task
+    from harness.task import task_config
+    from harness.tasks.asv import unique_pairs
+
+    trials = [("a", "b", 1), ("b", "a", 1), ("a", "c", 0), ("c", "a", 0), ("b", "c", 0)]
+    assert unique_pairs(trials) == [("a", "b", 1), ("a", "c", 0), ("b", "c", 0)]
+    cls = load_task("asv")
+    task = cls(task_config(cls))
+    for split in ("train", "dev", "test"):
+        task.examples(tiny_corpus, split)
+    first = task.identity()
+    assert set(first) == {"trials_sha256"}
+    task.trials["test"] = task.trials["test"][1:]  # another list over (nearly) the same utterances
+    assert task.identity() != first
