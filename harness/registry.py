@@ -1,8 +1,8 @@
-"""Plugin discovery: upstream backends, upstream cards and tasks.
+"""Plugin discovery: upstream backends, upstream cards, tasks and analyses.
 
-Backends and tasks are found through entry points (groups ``harness.upstreams`` and
-``harness.tasks``), so another package adds its own by declaring entry points, with
-no edit to the core. Cards (``upstreams/cards.yaml``) name common models and say
+Backends, tasks and analyses are found through entry points (groups ``harness.upstreams``,
+``harness.tasks`` and ``harness.analyses``), so another package adds its own by declaring
+entry points, with no edit to the core. Cards (``upstreams/cards.yaml``) name common models and say
 which backend loads them.
 """
 
@@ -17,6 +17,7 @@ from harness.errors import HarnessError
 
 UPSTREAM_GROUP = "harness.upstreams"
 TASK_GROUP = "harness.tasks"
+ANALYSIS_GROUP = "harness.analyses"
 
 
 @functools.lru_cache(maxsize=None)
@@ -28,11 +29,15 @@ def backend_names() -> list[str]:
     return sorted(_entry_points(UPSTREAM_GROUP))
 
 
-def load_backend(name: str) -> Any:
-    eps = _entry_points(UPSTREAM_GROUP)
+def _load(group: str, name: str, what: str) -> Any:
+    eps = _entry_points(group)
     if name not in eps:
-        raise HarnessError(f"unknown upstream backend {name!r}; available: {', '.join(sorted(eps))}")
+        raise HarnessError(f"unknown {what} {name!r}; available: {', '.join(sorted(eps))}")
     return eps[name].load()
+
+
+def load_backend(name: str) -> Any:
+    return _load(UPSTREAM_GROUP, name, "upstream backend")
 
 
 def task_names() -> list[str]:
@@ -40,10 +45,16 @@ def task_names() -> list[str]:
 
 
 def load_task(name: str) -> Any:
-    eps = _entry_points(TASK_GROUP)
-    if name not in eps:
-        raise HarnessError(f"unknown task {name!r}; available: {', '.join(sorted(eps))}")
-    return eps[name].load()
+    return _load(TASK_GROUP, name, "task")
+
+
+def analysis_names() -> list[str]:
+    return sorted(_entry_points(ANALYSIS_GROUP))
+
+
+def load_analysis(name: str) -> Any:
+    """The analysis class registered as ``name`` (see :mod:`harness.analysis.base`)."""
+    return _load(ANALYSIS_GROUP, name, "analysis")
 
 
 @dataclass(frozen=True)
