@@ -28,7 +28,6 @@ from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from harness.errors import HarnessError
 from harness.registry import parse_spec
 
 if TYPE_CHECKING:  # annotations only: the computation's modules are heavy
@@ -149,9 +148,3 @@ class Analysis(abc.ABC):
     @abc.abstractmethod
     def run(self, inputs: Inputs, options: AnalysisOptions) -> Table:
         """Compute the analysis from ``inputs`` and return its table (not yet written)."""
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise :class:`HarnessError` with ``message`` unless ``condition`` holds."""
-    if not condition:
-        raise HarnessError(message)
