@@ -1,8 +1,8 @@
-"""Plugin discovery: upstream backends, upstream cards and tasks.
+"""Plugin discovery: upstream backends, upstream cards, tasks and analyses.
 
-Backends and tasks are found through entry points (groups ``harness.upstreams`` and
-``harness.tasks``), so another package adds its own by declaring entry points, with
-no edit to the core. Cards (``upstreams/cards.yaml``) name common models and say
+Backends, tasks and analyses are found through entry points (groups ``harness.upstreams``,
+``harness.tasks`` and ``harness.analyses``), so another package adds its own by declaring
+entry points, with no edit to the core. Cards (``upstreams/cards.yaml``) name common models and say
 which backend loads them.
 """
 
@@ -21,6 +21,7 @@ from harness.errors import HarnessError
 
 UPSTREAM_GROUP = "harness.upstreams"
 TASK_GROUP = "harness.tasks"
+ANALYSIS_GROUP = "harness.analyses"
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,14 +34,18 @@ def backend_names() -> list[str]:
     return sorted(_entry_points(UPSTREAM_GROUP))
 
 
+def _load(group: str, name: str, what: str) -> Any:
+    """The object an entry point of ``group`` names, or a one-line error listing the known names."""
+    eps = _entry_points(group)
+    if name not in eps:
+        raise HarnessError(f"unknown {what} {name!r}; available: {', '.join(sorted(eps))}")
+    return eps[name].load()
+
+
 def load_backend(name: str) -> Any:
     """The backend class registered under ``name`` (an :class:`~harness.upstream.Upstream`
-    subclass); one-line HarnessError listing the known names otherwise.
-    """
-    eps = _entry_points(UPSTREAM_GROUP)
-    if name not in eps:
-        raise HarnessError(f"unknown upstream backend {name!r}; available: {', '.join(sorted(eps))}")
-    return eps[name].load()
+    subclass); one-line HarnessError listing the known names otherwise."""
+    return _load(UPSTREAM_GROUP, name, "upstream backend")
 
 
 def task_names() -> list[str]:
@@ -50,12 +55,18 @@ def task_names() -> list[str]:
 
 def load_task(name: str) -> Any:
     """The task class registered under ``name`` (a :class:`~harness.task.Task` subclass);
-    one-line HarnessError listing the known names otherwise.
-    """
-    eps = _entry_points(TASK_GROUP)
-    if name not in eps:
-        raise HarnessError(f"unknown task {name!r}; available: {', '.join(sorted(eps))}")
-    return eps[name].load()
+    one-line HarnessError listing the known names otherwise."""
+    return _load(TASK_GROUP, name, "task")
+
+
+def analysis_names() -> list[str]:
+    """Names of the analyses registered in the ``harness.analyses`` entry-point group."""
+    return sorted(_entry_points(ANALYSIS_GROUP))
+
+
+def load_analysis(name: str) -> Any:
+    """The analysis class registered as ``name`` (see :mod:`harness.analysis.base`)."""
+    return _load(ANALYSIS_GROUP, name, "analysis")
 
 
 @dataclass(frozen=True)

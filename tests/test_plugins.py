@@ -1,8 +1,9 @@
-"""A task and an upstream from another package: installed with pip, found by entry point,
-run end to end with no edit to the core (examples/plugins/harness-example)."""
+"""A task, an upstream and an analysis from another package: installed with pip, found by
+entry point, run end to end with no edit to the core (examples/plugins/harness-example)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "plugins" / "harness-example"
@@ -49,3 +51,33 @@ def test_the_example_plugins_run_from_an_external_package(installed, tiny_corpus
                           "--data-root", str(tiny_corpus), "--quiet"], env=env, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "only source" in bad.stderr
+
+
+def test_the_example_analysis_runs_from_an_external_package(installed, tiny_corpus, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    env = dict(os.environ, PYTHONPATH=str(installed), HARNESS_HOME=str(home))
+    listing = subprocess.run([sys.executable, "-m", "harness.cli", "analyze", "--help"], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert "norms" in listing.stdout and "cca" in listing.stdout  # listed beside the core analyses
+    options = subprocess.run([sys.executable, "-m", "harness.cli", "analyze", "norms", "--help"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert "--order" in options.stdout and "--upstream" in options.stdout  # its own option and the common ones
+    outs = {}
+    for order in ("2", "1"):
+        out = tmp_path / f"norms_{order}.csv"
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "analyze", "norms", "--upstream", "fbank",
+                               "--data-root", str(tiny_corpus), "--limit", "4", "--order", order, "--out", str(out),
+                               "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[-1] == f"rows: {out}"
+        (outs[order],) = list(csv.DictReader(open(out)))  # fbank has one layer
+    # the same number from the frames themselves
+    from harness.analysis.frames import layer_frames, load_utterances
+    from harness.upstream import load_upstream
+
+    monkeypatch.setenv("HARNESS_HOME", str(home))
+    frames = np.concatenate([u[0] for u in layer_frames(load_upstream("fbank"), load_utterances(tiny_corpus, "dev", 4),
+                                                        progress=False)]).astype(np.float64)
+    assert int(outs["2"]["frames"]) == len(frames)
+    assert float(outs["2"]["mean_norm"]) == pytest.approx(np.linalg.norm(frames, axis=1).mean(), rel=1e-5)
+    assert float(outs["1"]["mean_norm"]) == pytest.approx(np.abs(frames).sum(1).mean(), rel=1e-5)

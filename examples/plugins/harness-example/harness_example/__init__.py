@@ -1,1 +1,1 @@
-"""Example harness plugins: a task (``action``) and an upstream backend (``energy``)."""
+"""Example harness plugins: a task (``action``), an upstream backend (``energy``) and an analysis (``norms``)."""
