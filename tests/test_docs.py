@@ -1,7 +1,7 @@
 """The documentation stays honest: the README stays short, every relative link (and anchor)
-in README.md and docs/*.md resolves, and every ``harness COMMAND`` shown in a code block of
-those pages is a command that ``harness --help`` lists (and, for command groups, a
-subcommand that ``harness GROUP --help`` lists)."""
+in README.md and docs/*.md resolves, every repository path named in inline code exists, and
+every ``harness COMMAND`` shown in a code block of those pages is a command that ``harness
+--help`` lists (and, for command groups, a subcommand that ``harness GROUP --help`` lists)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
 LINK = re.compile(r"!?\[[^\]\n]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.M)
+#: a repository path in inline code, e.g. `harness/features/extract.py` (no placeholders or globs)
+REPO_PATH = re.compile(r"`((?:harness|tasks|upstreams|tests|scripts|bench|benchmarks|examples|results|docs)/[\w./-]*)`")
 #: `harness CMD` as a command in a shell line (also `$(which harness) CMD`), not harness/ or harness.x
 COMMAND = re.compile(r"(?<![\w./-])harness\)?[ \t]+([a-z][\w-]*)(?:[ \t]+([a-z][\w-]*))?")
 
@@ -113,6 +115,13 @@ def test_relative_links_resolve(page: Path):
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_named_paths_exist(page: Path):
+    """Code paths named in the text follow the code when it moves (harness/pretrain.py did)."""
+    missing = sorted({p for p in REPO_PATH.findall(FENCE.sub("", page.read_text())) if not (ROOT / p).exists()})
+    assert not missing, f"{page.relative_to(ROOT)} names paths that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_shown_commands_exist(page: Path):
     commands = listed_commands()
     assert {"run", "report", "recommend", "analyze"} <= commands, f"could not parse `harness --help`: {commands}"
@@ -142,3 +151,5 @@ def test_checks_catch_what_they_should(tmp_path: Path):
     assert relative_links(page) == ["#a-title-with-code", "missing.md"]
     assert shown_commands(page) == [("runn", None), ("run", None)]
     assert "runn" not in listed_commands()
+    assert REPO_PATH.findall("`harness/pretrain.py` and `tasks/<task>.yaml` and `harness_example/x.py`") == [
+        "harness/pretrain.py"]
