@@ -1,8 +1,8 @@
-"""Plugin discovery: upstream backends, upstream cards and tasks.
+"""Plugin discovery: upstream backends, upstream cards, tasks and pretraining recipes.
 
-Backends and tasks are found through entry points (groups ``harness.upstreams`` and
-``harness.tasks``), so another package adds its own by declaring entry points, with
-no edit to the core. Cards (``upstreams/cards.yaml``) name common models and say
+Backends, tasks and recipes are found through entry points (groups ``harness.upstreams``,
+``harness.tasks`` and ``harness.recipes``), so another package adds its own by declaring
+entry points, with no edit to the core. Cards (``upstreams/cards.yaml``) name common models and say
 which backend loads them.
 """
 
@@ -17,6 +17,7 @@ from harness.errors import HarnessError
 
 UPSTREAM_GROUP = "harness.upstreams"
 TASK_GROUP = "harness.tasks"
+RECIPE_GROUP = "harness.recipes"
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,6 +44,20 @@ def load_task(name: str) -> Any:
     eps = _entry_points(TASK_GROUP)
     if name not in eps:
         raise HarnessError(f"unknown task {name!r}; available: {', '.join(sorted(eps))}")
+    return eps[name].load()
+
+
+def recipe_names() -> list[str]:
+    """Names of the registered pretraining recipes (``harness pretrain --recipe NAME``)."""
+    return sorted(_entry_points(RECIPE_GROUP))
+
+
+def load_recipe(name: str) -> Any:
+    """The object a pretraining recipe's entry point names (a
+    ``harness.training.recipe.Recipe`` subclass). Raises HarnessError for an unknown name."""
+    eps = _entry_points(RECIPE_GROUP)
+    if name not in eps:
+        raise HarnessError(f"unknown pretraining recipe {name!r}; available: {', '.join(sorted(eps))}")
     return eps[name].load()
 
 
