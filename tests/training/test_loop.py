@@ -66,7 +66,7 @@ class Toy(Objective):
 def _rows(path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     for r in rows:
-        r.pop("seconds")
+        r.pop("seconds", None)
     return rows
 
 
