@@ -18,7 +18,7 @@ targets and logs bit for bit.
     python bench/training_identity.py --save before.json                # on the old commit
     python bench/training_identity.py --save after.json --compare before.json
 
-Takes about two minutes on 2 CPU cores. The recipes are the tests' tiny ones
+Takes about half a minute on 2 CPU cores. The recipes are the tests' tiny ones
 (tests/training/), copied here so the check does not move when the tests do.
 """
 
