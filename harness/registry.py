@@ -1,9 +1,9 @@
-"""Plugin discovery: upstream backends, upstream cards, tasks and analyses.
+"""Plugin discovery: upstream backends, upstream cards, tasks, analyses and pretraining recipes.
 
-Backends, tasks and analyses are found through entry points (groups ``harness.upstreams``,
-``harness.tasks`` and ``harness.analyses``), so another package adds its own by declaring
-entry points, with no edit to the core. Cards (``upstreams/cards.yaml``) name common models and say
-which backend loads them.
+Backends, tasks, analyses and recipes are found through entry points (groups
+``harness.upstreams``, ``harness.tasks``, ``harness.analyses`` and ``harness.recipes``), so
+another package adds its own by declaring entry points, with no edit to the core. Cards
+(``upstreams/cards.yaml``) name common models and say which backend loads them.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from harness.errors import HarnessError
 UPSTREAM_GROUP = "harness.upstreams"
 TASK_GROUP = "harness.tasks"
 ANALYSIS_GROUP = "harness.analyses"
+RECIPE_GROUP = "harness.recipes"
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,6 +68,17 @@ def analysis_names() -> list[str]:
 def load_analysis(name: str) -> Any:
     """The analysis class registered as ``name`` (see :mod:`harness.analysis.base`)."""
     return _load(ANALYSIS_GROUP, name, "analysis")
+
+
+def recipe_names() -> list[str]:
+    """Names of the registered pretraining recipes (``harness pretrain --recipe NAME``)."""
+    return sorted(_entry_points(RECIPE_GROUP))
+
+
+def load_recipe(name: str) -> Any:
+    """The object a pretraining recipe's entry point names (a
+    ``harness.training.recipe.Recipe`` subclass). Raises HarnessError for an unknown name."""
+    return _load(RECIPE_GROUP, name, "pretraining recipe")
 
 
 @dataclass(frozen=True)

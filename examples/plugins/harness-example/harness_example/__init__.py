@@ -1,1 +1,2 @@
-"""Example harness plugins: a task (``action``), an upstream backend (``energy``) and an analysis (``norms``)."""
+"""Example harness plugins: a task (``action``), an upstream backend (``energy``), an
+analysis (``norms``) and a pretraining recipe (``mam``)."""
