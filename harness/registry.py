@@ -1,9 +1,9 @@
-"""Plugin discovery: upstream backends, upstream cards and tasks.
+"""Plugin discovery: upstream backends, upstream cards, tasks, analyses and pretraining recipes.
 
-Backends and tasks are found through entry points (groups ``harness.upstreams`` and
-``harness.tasks``), so another package adds its own by declaring entry points, with
-no edit to the core. Cards (``upstreams/cards.yaml``) name common models and say
-which backend loads them.
+Backends, tasks, analyses and recipes are found through entry points (groups
+``harness.upstreams``, ``harness.tasks``, ``harness.analyses`` and ``harness.recipes``), so
+another package adds its own by declaring entry points, with no edit to the core. Cards
+(``upstreams/cards.yaml``) name common models and say which backend loads them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from harness.errors import HarnessError
 
 UPSTREAM_GROUP = "harness.upstreams"
 TASK_GROUP = "harness.tasks"
+ANALYSIS_GROUP = "harness.analyses"
+RECIPE_GROUP = "harness.recipes"
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,14 +35,18 @@ def backend_names() -> list[str]:
     return sorted(_entry_points(UPSTREAM_GROUP))
 
 
+def _load(group: str, name: str, what: str) -> Any:
+    """The object an entry point of ``group`` names, or a one-line error listing the known names."""
+    eps = _entry_points(group)
+    if name not in eps:
+        raise HarnessError(f"unknown {what} {name!r}; available: {', '.join(sorted(eps))}")
+    return eps[name].load()
+
+
 def load_backend(name: str) -> Any:
     """The backend class registered under ``name`` (an :class:`~harness.upstream.Upstream`
-    subclass); one-line HarnessError listing the known names otherwise.
-    """
-    eps = _entry_points(UPSTREAM_GROUP)
-    if name not in eps:
-        raise HarnessError(f"unknown upstream backend {name!r}; available: {', '.join(sorted(eps))}")
-    return eps[name].load()
+    subclass); one-line HarnessError listing the known names otherwise."""
+    return _load(UPSTREAM_GROUP, name, "upstream backend")
 
 
 def task_names() -> list[str]:
@@ -50,12 +56,29 @@ def task_names() -> list[str]:
 
 def load_task(name: str) -> Any:
     """The task class registered under ``name`` (a :class:`~harness.task.Task` subclass);
-    one-line HarnessError listing the known names otherwise.
-    """
-    eps = _entry_points(TASK_GROUP)
-    if name not in eps:
-        raise HarnessError(f"unknown task {name!r}; available: {', '.join(sorted(eps))}")
-    return eps[name].load()
+    one-line HarnessError listing the known names otherwise."""
+    return _load(TASK_GROUP, name, "task")
+
+
+def analysis_names() -> list[str]:
+    """Names of the analyses registered in the ``harness.analyses`` entry-point group."""
+    return sorted(_entry_points(ANALYSIS_GROUP))
+
+
+def load_analysis(name: str) -> Any:
+    """The analysis class registered as ``name`` (see :mod:`harness.analysis.base`)."""
+    return _load(ANALYSIS_GROUP, name, "analysis")
+
+
+def recipe_names() -> list[str]:
+    """Names of the registered pretraining recipes (``harness pretrain --recipe NAME``)."""
+    return sorted(_entry_points(RECIPE_GROUP))
+
+
+def load_recipe(name: str) -> Any:
+    """The object a pretraining recipe's entry point names (a
+    ``harness.training.recipe.Recipe`` subclass). Raises HarnessError for an unknown name."""
+    return _load(RECIPE_GROUP, name, "pretraining recipe")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 # The main job on the embedded defaults: set up, build the corpus if missing, then run a
 # benchmark config in one process and print the best layers and the leaderboard path.
 #   bash scripts/main.sh          benchmarks/quick.yaml: the tiny HuBERT trained here vs classic
-#                                 features on phone/ic/sid (about 8 minutes on 2 cores the first time)
+#                                 features on phone/ic/sid (5 min 36 s measured on 2 cores the first
+#                                 time, building the corpus included; environment already installed)
 #   bash scripts/main.sh --full   benchmarks/full.yaml: every committed result (about 90 minutes)
 # Finished runs are found by their identity and reused, so a second run takes seconds.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"

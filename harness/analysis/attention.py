@@ -10,27 +10,17 @@ same frames (refused otherwise).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import torch
 
-from harness.errors import HarnessError
+from harness.analysis.inputs import Inputs
 from harness.analysis.measures import ATTENTION_MEASURES, best_match, head_scores
-
-
-def attention_maps(upstream, examples, progress: bool = True) -> list[list[torch.Tensor]]:
-    """Per utterance, per transformer layer ``[heads, T, T]``."""
-    from tqdm import tqdm
-
-    from harness.audio import read_audio
-
-    out = []
-    for e in tqdm(examples, desc=f"attention maps of {upstream.info.spec}", unit="utt", disable=not progress,
-                  file=sys.stderr, leave=False):
-        out.append(upstream.attentions(torch.from_numpy(read_audio(e.path))))
-    return out
+from harness.analysis.options import AttentionOptions
+from harness.analysis.plots import plot_head_grid, plot_heatmap
+from harness.analysis.tables import Table
+from harness.errors import HarnessError
 
 
 def attention_rows(name_a: str, maps_a: list[list[torch.Tensor]], name_b: str, maps_b: list[list[torch.Tensor]],
@@ -68,53 +58,24 @@ def layer_matrix(rows: list[dict], measure: str) -> np.ndarray:
     return out / np.maximum(count, 1)
 
 
-def run_attention(spec_a: str, spec_b: str | None, data_root: Path, split: str, out: Path, limit: int,
-                  random_init: bool = False, progress: bool = True) -> Path:
-    from harness.analysis.layerwise import load_utterances, plot_heatmap, to_csv
-    from harness.fsutil import write_text
-    from harness.upstream import load_upstream
-
-    utts = load_utterances(data_root, split, limit)
-    ua = load_upstream(spec_a, random_init=random_init)
-    ub = ua if spec_b is None else load_upstream(spec_b)
-    if ua.info.hop != ub.info.hop:
-        raise HarnessError(f"attention maps of {spec_a} (hop {ua.info.hop}) and {spec_b} (hop {ub.info.hop}) cover "
+def attention_table(inputs: Inputs, options: AttentionOptions) -> Table:
+    """Every head of ``upstream`` against every head of ``against`` (or of itself), layer pair
+    by layer pair, on the first ``limit`` utterances: rows per (layer pair, head of A,
+    measure), a layer x layer heatmap of the best-match JS similarity and the head x head
+    grids of same-index layers (``.heads.png``). Raises :class:`HarnessError` when the two
+    models' frame rates differ or a model exposes no attention."""
+    a = inputs.model(options.upstream, options.random_init)
+    b = a if options.against is None else inputs.model(options.against)
+    if a.info.hop != b.info.hop:
+        raise HarnessError(f"attention maps of {a.spec} (hop {a.info.hop}) and {b.spec} (hop {b.info.hop}) cover "
                            "different frames; compare models with the same frame rate")
-    maps_a = attention_maps(ua, utts.examples, progress)
-    maps_b = maps_a if spec_b is None else attention_maps(ub, utts.examples, progress)
-    rows = attention_rows(spec_a, maps_a, spec_b or spec_a, maps_b)
-    out = Path(out)
-    write_text(out, to_csv(rows))
+    maps_a = inputs.attention(a)
+    maps_b = maps_a if b is a else inputs.attention(b)
+    rows = attention_rows(a.spec, maps_a, b.spec, maps_b)
     matrix = layer_matrix(rows, "js")
-    plot_head_grid(rows, "js", out.with_name(out.stem + ".heads.png"))
-    plot_heatmap(matrix.T, [str(i + 1) for i in range(matrix.shape[0])], [str(j + 1) for j in range(matrix.shape[1])],
-                 f"attention: best-match JS similarity of heads ({len(utts.examples)} utterances)",
-                 out.with_suffix(".png"), f"layer of {spec_a}", f"layer of {spec_b or spec_a}", annotate=True)
-    return out
-
-
-def plot_head_grid(rows: list[dict], measure: str, path: Path) -> None:
-    """Head x head matrices of the same-index layer pairs (layer l of A vs layer l of B)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layers = sorted({r["layer_a"] for r in rows} & {r["layer_b"] for r in rows})
-    if not layers:
-        return
-    fig, axes = plt.subplots(1, len(layers), figsize=(2.2 * len(layers), 2.4), dpi=100, squeeze=False)
-    for ax, layer in zip(axes[0], layers):
-        sel = sorted((r for r in rows if r["measure"] == measure and r["layer_a"] == layer and r["layer_b"] == layer),
-                     key=lambda r: r["head_a"])
-        m = np.array([[float(v) for v in r["scores"].split()] for r in sel])
-        ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
-        ax.set_title(f"layer {layer}", fontsize=8)
-        ax.set_xlabel("head of B", fontsize=7)
-        ax.set_ylabel("head of A", fontsize=7)
-        ax.tick_params(labelsize=6)
-    fig.suptitle(f"{measure} similarity of heads, same layer", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", metadata={"Software": None})
-    plt.close(fig)
+    draw = partial(plot_heatmap, matrix.T, [str(i + 1) for i in range(matrix.shape[0])],
+                   [str(j + 1) for j in range(matrix.shape[1])],
+                   f"attention: best-match JS similarity of heads ({len(inputs.utterances.examples)} utterances)",
+                   xname=f"layer of {a.spec}", yname=f"layer of {b.spec}", annotate=True)
+    return Table(rows, pictures={".heads.png": partial(plot_head_grid, rows, "js"), ".png": draw},
+                 listed=[("rows", ""), ("layer x layer heatmap", ".png"), ("heads", ".heads.png")])

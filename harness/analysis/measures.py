@@ -59,11 +59,13 @@ def _check(x: torch.Tensor, y: torch.Tensor, need_more_samples: bool) -> None:
 
 
 def linear_cka(x, y, debiased: bool = False) -> float:
-    """Linear CKA in feature space (never forms the n x n Gram matrices).
+    """Linear CKA (Kornblith et al. 2019) in feature space (never forms the n x n Gram matrices).
 
     Biased: ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` with column-centred X, Y.
     Debiased: the same ratio with the unbiased HSIC estimator (Song et al., 2012), whose
-    Gram-matrix terms are rewritten with feature-space sums. x: [n, d1], y: [n, d2].
+    Gram-matrix terms are rewritten with feature-space sums. x: [n, d1], y: [n, d2]; a
+    value in [0, 1] (debiased: may dip below 0). Raises :class:`SimilarityError` for fewer
+    than 4 samples, mismatched shapes or a constant representation.
     """
     x, y = _t(x), _t(y)
     _check(x, y, need_more_samples=False)
@@ -266,7 +268,8 @@ class CcaProblem:
 
 def cca_fit(x, y, epsilon: float = 0.0, epsilon_y: float | None = None, convention: str = "reference") -> CcaFit:
     """Regularised CCA of x [n, d1] and y [n, d2] (n > d1, d2); see the module docstring for
-    the conventions. ``epsilon_y`` defaults to ``epsilon``."""
+    the conventions. ``epsilon_y`` defaults to ``epsilon``. Raises :class:`SimilarityError`
+    for too few samples, a constant view or a covariance singular at that epsilon."""
     return CcaProblem(x, y, convention).fit(epsilon, epsilon_y)
 
 
@@ -290,7 +293,9 @@ def pwcca_score(fit: CcaFit, x, y, weights: str = "smaller") -> float:
     """Projection-weighted CCA (Morcos et al. 2018) of ``fit`` on samples x, y.
 
     ``weights``: from the view with fewer (kept) neurons, as published ("smaller"; on a tie
-    the first view, as in the original code), or always from "x" or "y"."""
+    the first view, as in the original code), or always from "x" or "y". x: [n, d1], y:
+    [n, d2] (held-out samples or the fitting ones); a value in [0, 1]. Raises
+    :class:`SimilarityError` when n is not above the number of canonical directions."""
     if weights not in WEIGHTINGS:
         raise SimilarityError(f"unknown PWCCA weighting {weights!r}; use {', '.join(WEIGHTINGS)}")
     x, y = _t(x), _t(y)
@@ -347,7 +352,9 @@ class SvdReduction:
 
 def svcca(x, y, keep: float = 0.99, epsilon: float = 0.0) -> float:
     """SVCCA (Raghu et al. 2017): each view reduced by SVD to ``keep`` of its variance, then
-    the mean canonical correlation of the reduced views (fitted on the same samples)."""
+    the mean canonical correlation of the reduced views (fitted on the same samples).
+    x: [n, d1], y: [n, d2]; a value in [0, 1]. Raises :class:`SimilarityError` for a
+    constant view or too few samples for the kept directions."""
     rx, ry = SvdReduction.fit(x, keep), SvdReduction.fit(y, keep)
     return mean_cca(rx(x), ry(y), epsilon)
 

@@ -12,13 +12,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import torch
 
-from harness.errors import HarnessError
+from harness.analysis.inputs import Inputs, Model
 from harness.analysis.measures import NeuronStats, neuron_similarity
+from harness.analysis.options import NeuronOptions
+from harness.analysis.plots import plot_heatmap, plot_ranking_check
+from harness.analysis.tables import Table
+from harness.errors import HarnessError
 
 
 def neuron_rows(name_a: str, names_a: list[str], a: list[np.ndarray], name_b: str, names_b: list[str],
@@ -100,76 +104,36 @@ def rank_neurons(x: np.ndarray, labels: np.ndarray, ks: tuple[int, ...] = (8, 32
     return NeuronRanking(order, mass[order].tolist(), ablation)
 
 
-def run_neurons(spec_a: str, spec_b: str | None, data_root: Path, split: str, out: Path, random_init: bool,
-                max_frames: int, limit: int | None, seed: int, prop: str | None = None,
-                progress: bool = True) -> Path:
-    """``prop=None``: neuron similarity of every layer pair (CSV + MaxCorr heatmap);
-    ``prop="phone"``: each layer's neurons ranked for phone identity (CSV of rankings, CSV of
-    the top/random/bottom-k check, and a plot of it)."""
-    from harness.analysis.layerwise import (
-        aligned_frames,
-        frame_phone_labels,
-        layer_frames,
-        load_utterances,
-        plot_heatmap,
-        to_csv,
-    )
-    from harness.fsutil import write_text
-    from harness.upstream import load_upstream
-
-    utts = load_utterances(data_root, split, limit)
-    ua = load_upstream(spec_a, random_init=random_init)
-    fa = layer_frames(ua, utts, progress)
-    out = Path(out)
-    if prop is not None:
-        if prop != "phone":
-            raise HarnessError(f"neuron ranking supports --property phone, got {prop!r}")
-        xs, labels, inventory = frame_phone_labels(ua, utts, fa, max_frames, seed)
-        rank_rows, check_rows = [], []
-        for l, x in enumerate(xs):
-            r = rank_neurons(x, labels, seed=seed)
-            rank_rows += [{"upstream": spec_a, "layer": l, "layer_name": ua.info.layer_names[l], "rank": k,
-                           "neuron": n, "weight_mass": m} for k, (n, m) in enumerate(zip(r.order, r.mass))]
-            check_rows += [{"upstream": spec_a, "layer": l, "layer_name": ua.info.layer_names[l], **a}
-                           for a in r.ablation]
-        write_text(out, to_csv(rank_rows))
-        write_text(out.with_name(out.stem + ".check.csv"), to_csv(check_rows))
-        _plot_check(check_rows, f"{spec_a}: phone accuracy from k ranked neurons ({len(labels)} frames, "
-                                f"{len(inventory)} phones)", out.with_suffix(".png"))
-        return out
-    ub = ua if spec_b is None else load_upstream(spec_b)
-    fb = fa if spec_b is None else layer_frames(ub, utts, progress)
-    a, b = aligned_frames(fa, ua.info.hop, fb, ub.info.hop, max_frames, seed, ua.info.frame_offset,
-                          ub.info.frame_offset)
-    rows = neuron_rows(spec_a, ua.info.layer_names, a, spec_b or spec_a, ub.info.layer_names, b)
-    write_text(out, to_csv(rows))
-    matrix = np.array([[r["maxcorr_a"] for r in rows if r["layer_a"] == i] for i in range(len(a))]).T
-    plot_heatmap(matrix, ua.info.layer_names, ub.info.layer_names, f"MaxCorr (mean best |r| of A's neurons, "
-                 f"{len(a[0])} frames)", out.with_suffix(".png"), spec_a, spec_b or spec_a, annotate=True)
-    return out
+def neurons_table(inputs: Inputs, options: NeuronOptions) -> Table:
+    """``options.prop`` unset: neuron similarity of every layer pair of ``upstream`` and
+    ``against`` on at most ``max_samples`` frames paired by time (rows + MaxCorr heatmap);
+    ``"phone"``: each layer's neurons ranked for phone identity (rows of rankings, the
+    top/random/bottom-k check as ``.check.csv``, and a plot of it)."""
+    a = inputs.model(options.upstream, options.random_init)
+    if options.prop is not None:
+        return _ranking_table(inputs, a, options)
+    b = a if options.against is None else inputs.model(options.against)
+    xa, xb = inputs.paired(a, b, options.max_samples, options.seed)
+    rows = neuron_rows(a.spec, a.info.layer_names, xa, b.spec, b.info.layer_names, xb)
+    matrix = np.array([[r["maxcorr_a"] for r in rows if r["layer_a"] == i] for i in range(len(xa))]).T
+    draw = partial(plot_heatmap, matrix, a.info.layer_names, b.info.layer_names,
+                   f"MaxCorr (mean best |r| of A's neurons, {len(xa[0])} frames)", xname=a.spec, yname=b.spec,
+                   annotate=True)
+    return Table(rows, pictures={".png": draw}, listed=[("rows", ""), ("plot", ".png")])
 
 
-def _plot_check(rows: list[dict], title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    layers = sorted({r["layer"] for r in rows})
-    for selection, style in (("top", "-o"), ("random", "--s"), ("bottom", ":^")):
-        for k in sorted({r["k"] for r in rows if r["selection"] == selection}):
-            ys = [next((r["accuracy"] for r in rows if r["layer"] == l and r["k"] == k and r["selection"] == selection),
-                       np.nan) for l in layers]
-            ax.plot(layers, ys, style, label=f"{selection} {k}", markersize=3)
-    ax.plot(layers, [next(r["accuracy"] for r in rows if r["layer"] == l and r["selection"] == "all") for l in layers],
-            "k-", label="all neurons")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("held-out frame accuracy")
-    ax.set_title(title, fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", metadata={"Software": None})
-    plt.close(fig)
+def _ranking_table(inputs: Inputs, model: Model, options: NeuronOptions) -> Table:
+    if options.prop != "phone":
+        raise HarnessError(f"neuron ranking supports --property phone, got {options.prop!r}")
+    xs, labels, inventory = inputs.phone_frames(model, options.max_samples, options.seed)
+    rank_rows, check_rows = [], []
+    for l, x in enumerate(xs):
+        r = rank_neurons(x, labels, seed=options.seed)
+        name = model.info.layer_names[l]
+        rank_rows += [{"upstream": model.spec, "layer": l, "layer_name": name, "rank": k, "neuron": n,
+                       "weight_mass": m} for k, (n, m) in enumerate(zip(r.order, r.mass))]
+        check_rows += [{"upstream": model.spec, "layer": l, "layer_name": name, **a} for a in r.ablation]
+    draw = partial(plot_ranking_check, check_rows, f"{model.spec}: phone accuracy from k ranked neurons "
+                                                   f"({len(labels)} frames, {len(inventory)} phones)")
+    return Table(rank_rows, companions={".check.csv": check_rows}, pictures={".png": draw},
+                 listed=[("rows", ""), ("top/random/bottom-k check", ".check.csv"), ("plot", ".png")])

@@ -77,7 +77,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _trajectory(args: argparse.Namespace) -> int:
-    from harness.analysis.layerwise import to_csv
+    from harness.analysis.tables import to_csv
     from harness.errors import HarnessError
     from harness.fsutil import write_text
 

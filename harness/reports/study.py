@@ -91,7 +91,9 @@ def build(spec: StudySpec, results: Path, data_root: Path | None = None, progres
     """Write the study page from the records under ``results`` (and CKA runs); return STUDY.md.
     ``labels``: the upstreams of the study (``NAME`` or ``NAME (random init)``); other records
     under ``results`` (checkpoint series, other benchmarks) stay off the page."""
-    from harness.analysis.layerwise import run_cka
+    from harness.analysis.analyses import Cka
+    from harness.analysis.options import CkaOptions
+    from harness.analysis.runner import run_analysis
     from harness.corpus.layout import require_embedded_corpus
     from harness.fsutil import write_text
     from harness.reports.ranking import load_records, rank
@@ -128,8 +130,9 @@ def build(spec: StudySpec, results: Path, data_root: Path | None = None, progres
         md += ["## CKA between models (frames paired by time)", ""]
         for a, b in spec.cka:
             name = f"cka__{a}__{b}".replace("/", "_").replace(":", "_")
-            path = run_cka(a, b, root, spec.split, out / f"{name}.csv", False, spec.cka_frames, None, 0,
-                           progress=progress)
+            path = run_analysis(Cka, CkaOptions(upstream=a, against=b, data_root=root, split=spec.split,
+                                                out=out / f"{name}.csv", max_samples=spec.cka_frames,
+                                                quiet=not progress)).written
             cka_paths.append(path.with_suffix(".png"))
             md += [f"![{a} vs {b}]({name}.png)", ""]
     path = out / "STUDY.md"

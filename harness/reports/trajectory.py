@@ -15,7 +15,8 @@ def probe_trajectory(records: dict[str, list[Path]], out_csv: Path) -> tuple[Pat
 
     ``records`` maps each checkpoint spec (in training order) to its record paths.
     """
-    from harness.analysis.layerwise import plot_heatmap, to_csv
+    from harness.analysis.plots import plot_heatmap
+    from harness.analysis.tables import to_csv
 
     rows = []
     for ck, paths in records.items():

@@ -15,6 +15,8 @@ Every checkpoint is the teacher's encoder in SpeechBrain's model-directory layou
 (``hyperparams.yaml`` + ``embedding_model.ckpt``), so it loads as ``speechbrain:DIR`` with
 every block a layer (block_0..3, mfa, embedding).
 
+Trained by the shared loop (`harness.training.loop.fit`) with `DinoObjective`.
+
 Output folder::
 
     OUT/recipe.yaml, OUT/log.jsonl     the recipe; loss, teacher entropy, centre norm, lr, momentum
@@ -30,18 +32,20 @@ from __future__ import annotations
 import copy
 import json
 import math
-import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
+import torchaudio
+from hyperpyyaml import load_hyperpyyaml
 from torch import nn
 
 from harness.audio import SAMPLE_RATE
-from harness.errors import HarnessError
 from harness.fsutil import atomic_dir
-from harness.training.hubert import _read_log, _save_state, _write_log, load_train_audio, prepare_run
+from harness.training.data import Audio
+from harness.training.loop import Objective
+from harness.training.recipe import SingleStageRecipe
+from harness.training.schedules import cosine_to_one, warmup_cosine
 
 HYPERPARAMS = """\
 # written by harness pretrain --recipe dino: a SpeechBrain speaker-embedding model directory
@@ -68,13 +72,8 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 """
 
 
-def default_recipe() -> dict:
-    import yaml
-
-    return yaml.safe_load(resources.files("harness.training").joinpath("dino.yaml").read_text())
-
-
 def hyperparams(recipe: dict) -> str:
+    """The SpeechBrain ``hyperparams.yaml`` of the recipe's encoder."""
     m = recipe["model"]
     c = int(m["channels"])
     return HYPERPARAMS.format(n_mels=int(m["n_mels"]), channels=[c, c, c, c, 3 * c],
@@ -87,8 +86,6 @@ class Encoder(nn.Module):
 
     def __init__(self, recipe: dict) -> None:
         super().__init__()
-        from hyperpyyaml import load_hyperpyyaml
-
         hp = load_hyperpyyaml(hyperparams(recipe))
         self.features, self.norm, self.model = hp["compute_features"], hp["mean_var_norm"], hp["embedding_model"]
 
@@ -111,6 +108,7 @@ class DinoHead(nn.Module):
             self.last.parametrizations.weight.original0.fill_(1.0)  # DINO fixes the norm to 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x ``[B, dim]`` -> logits over the prototypes ``[B, prototypes]``."""
         return self.last(nn.functional.normalize(self.mlp(x), dim=-1))
 
 
@@ -128,8 +126,6 @@ def _augment(x: torch.Tensor, aug: dict, g: torch.Generator) -> torch.Tensor:
     x = x * gain
     a = float(torch.empty(1).uniform_(0.0, aug["lowpass_max"], generator=g))
     if a > 0:
-        import torchaudio
-
         x = torchaudio.functional.lfilter(x[None], torch.tensor([1.0, -a]), torch.tensor([1.0 - a, 0.0]),
                                           clamp=False)[0]
     snr = float(torch.empty(1).uniform_(aug["snr_min_db"], aug["snr_max_db"], generator=g))
@@ -154,22 +150,6 @@ def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: 
     return total / terms
 
 
-def pretrain(corpus: Path, out: Path, recipe: dict, progress: bool = True, reuse: Path | None = None) -> list[Path]:
-    if reuse is not None:
-        raise HarnessError("--reuse applies to the iterative HuBERT recipe; the dino recipe has one stage")
-    out = Path(out)
-    prepare_run(out, recipe)
-    audio = load_train_audio(corpus, recipe["data"]["layouts"], progress)
-    # the backward pass of the distractor/crop gathers accumulates with threads: deterministic
-    # kernels make a resumed run bit-identical to an uninterrupted one
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        return [train(audio, out / "it1", recipe, out / "log.jsonl", progress)]
-    finally:
-        torch.use_deterministic_algorithms(previous)
-
-
 def save_encoder(encoder: Encoder, folder: Path, recipe: dict, meta: dict) -> None:
     """The encoder in SpeechBrain's model-directory layout (an upstream: ``speechbrain:DIR``)."""
     with atomic_dir(folder) as tmp:
@@ -179,117 +159,112 @@ def save_encoder(encoder: Encoder, folder: Path, recipe: dict, meta: dict) -> No
         (tmp / "pretrain.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
 
 
-def train(audio, folder: Path, recipe: dict, log_path: Path, progress: bool) -> Path:
-    from tqdm import tqdm
+class DinoObjective(Objective):
+    """DINO self-distillation: the student matches the centred, sharpened teacher on every
+    other crop (`dino_loss`); after each step the teacher follows the student (EMA) and
+    the centre follows the teacher's outputs."""
 
-    final = folder / "final"
-    steps = int(recipe["steps"])
-    if (final / "pretrain.json").exists():
-        return final
-    folder.mkdir(parents=True, exist_ok=True)
-    seed = int(recipe["seed"])
-    torch.manual_seed(seed * 1000 + 7)
-    student = Encoder(recipe)
-    h = recipe["head"]
-    head = DinoHead(int(recipe["model"]["embedding"]), int(h["hidden"]), int(h["bottleneck"]), int(h["prototypes"]))
-    teacher, teacher_head = copy.deepcopy(student), copy.deepcopy(head)
-    for p in list(teacher.parameters()) + list(teacher_head.parameters()):
-        p.requires_grad_(False)
-    center = torch.zeros(int(h["prototypes"]))
-    params = list(student.parameters()) + list(head.parameters())
-    opt_cfg = recipe["optim"]
-    optimizer = torch.optim.AdamW(params, lr=opt_cfg["lr"], weight_decay=opt_cfg["weight_decay"])
-    state_path = folder / "state.pt"
-    start = 0
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=True)
-        student.load_state_dict(state["student"])
-        head.load_state_dict(state["head"])
-        teacher.load_state_dict(state["teacher"])
-        teacher_head.load_state_dict(state["teacher_head"])
-        center = state["center"]
-        optimizer.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-    warmup = int(opt_cfg["warmup_steps"])
-    d = recipe["dino"]
-    crops = recipe["crops"]
+    description = "pretrain dino"
+    iteration = 1
 
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return opt_cfg["lr"] * (step + 1) / warmup
-        return opt_cfg["lr"] * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+    def __init__(self, audio: Audio, recipe: dict) -> None:
+        super().__init__(recipe)
+        self.audio = audio
+        self.dino, crops = recipe["dino"], recipe["crops"]
+        self.n_global, self.n_local = int(crops["global"]), int(crops["local"])
+        self.lengths = (int(crops["global_seconds"] * SAMPLE_RATE), int(crops["local_seconds"] * SAMPLE_RATE))
 
-    def momentum_at(step: int) -> float:  # teacher EMA: cosine from the start value to 1
-        m0 = float(d["momentum"])
-        return 1 - (1 - m0) * 0.5 * (1 + math.cos(math.pi * step / max(1, steps)))
+    def setup(self, resumed: dict | None, folder: Path) -> None:
+        recipe, h, opt_cfg = self.recipe, self.recipe["head"], self.recipe["optim"]
+        torch.manual_seed(self.seed * 1000 + 7)
+        self.student = Encoder(recipe)
+        self.head = DinoHead(int(recipe["model"]["embedding"]), int(h["hidden"]), int(h["bottleneck"]),
+                             int(h["prototypes"]))
+        self.teacher, self.teacher_head = copy.deepcopy(self.student), copy.deepcopy(self.head)
+        for p in list(self.teacher.parameters()) + list(self.teacher_head.parameters()):
+            p.requires_grad_(False)
+        self.center = torch.zeros(int(h["prototypes"]))
+        self.params = list(self.student.parameters()) + list(self.head.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=opt_cfg["lr"], weight_decay=opt_cfg["weight_decay"])
+        if resumed is not None:
+            self.student.load_state_dict(resumed["student"])
+            self.head.load_state_dict(resumed["head"])
+            self.teacher.load_state_dict(resumed["teacher"])
+            self.teacher_head.load_state_dict(resumed["teacher_head"])
+            self.center = resumed["center"]
+            self.optimizer.load_state_dict(resumed["optimizer"])
+        self.student.train()
+        self.head.train()
+        self.teacher.eval()
+        self.teacher_head.eval()
 
-    log = [r for r in _read_log(log_path) if r["step"] <= start]
-    every, log_every = int(recipe["checkpoint_every"]), int(recipe["log_every"])
-    n_global, n_local = int(crops["global"]), int(crops["local"])
-    g_len, l_len = int(crops["global_seconds"] * SAMPLE_RATE), int(crops["local_seconds"] * SAMPLE_RATE)
-    window = {"loss": 0.0, "entropy": 0.0, "n": 0}
-    t0 = time.time()
-    bar = tqdm(total=steps, initial=start, desc="pretrain dino", unit="step", disable=not progress)
+    def step_seed(self, step: int) -> int:
+        return (self.seed * 1000 + 7) * 1_000_003 + step
 
-    def meta_at(done: int) -> dict:
-        return {"iteration": 1, "step": done, "steps": steps, "seed": seed, "objective": "dino",
+    def lr_at(self, step: int) -> float:
+        opt_cfg = self.recipe["optim"]
+        return warmup_cosine(step, opt_cfg["lr"], int(opt_cfg["warmup_steps"]), self.steps)
+
+    def momentum_at(self, step: int) -> float:
+        """The teacher's EMA momentum at ``step``: a cosine from the recipe's value to 1."""
+        return cosine_to_one(step, float(self.dino["momentum"]), self.steps)
+
+    def compute_objectives(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        waves, d = self.audio.waves, self.dino
+        picks = torch.randperm(len(waves), generator=generator)[: int(self.recipe["data"]["batch_utterances"])].tolist()
+        views = []  # view k: [B, samples]
+        for k in range(self.n_global + self.n_local):
+            length = self.lengths[0] if k < self.n_global else self.lengths[1]
+            views.append(torch.stack([_augment(torch.from_numpy(_crop(waves[i], length, generator)).float(),
+                                               self.recipe["augment"], generator) for i in picks]))
+        with torch.no_grad():
+            self.t_out = [self.teacher_head(self.teacher(v)) for v in views[:self.n_global]]
+        s_out = [self.head(self.student(v)) for v in views]
+        loss = dino_loss(s_out, self.t_out, self.center, float(d["student_temperature"]),
+                         float(d["teacher_temperature"]))
+        return loss, {}
+
+    def on_step_end(self, step: int) -> dict:
+        d = self.dino
+        with torch.no_grad():
+            m = self.momentum_at(step)
+            for pt, ps in zip(list(self.teacher.parameters()) + list(self.teacher_head.parameters()),
+                              list(self.student.parameters()) + list(self.head.parameters())):
+                pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+            for bt, bs in zip(self.teacher.buffers(), self.student.buffers()):  # batch-norm statistics: the student's
+                bt.copy_(bs)
+            batch_center = torch.cat(self.t_out).mean(0)
+            self.center = self.center * float(d["center_momentum"]) + batch_center * (1 - float(d["center_momentum"]))
+            q = torch.softmax((torch.cat(self.t_out) - self.center) / float(d["teacher_temperature"]), -1)
+            entropy = float(-(q * q.clamp(min=1e-12).log()).sum(-1).mean())
+        return {"entropy": entropy}
+
+    def log_row(self, window: dict, step: int) -> dict:
+        return {"teacher_entropy": round(window["entropy"] / window["n"], 4),
+                "center_norm": round(float(self.center.norm()), 4), "momentum": round(self.momentum_at(step), 6)}
+
+    def postfix(self, row: dict) -> dict:
+        return {"loss": f"{row['loss']:.3f}", "H": f"{row['teacher_entropy']:.2f}"}
+
+    def meta(self, step: int, log: list[dict]) -> dict:
+        return {"iteration": 1, "step": step, "steps": self.steps, "seed": self.seed, "objective": "dino",
                 "loss": log[-1]["loss"] if log else None}
 
-    student.train()
-    head.train()
-    teacher.eval()
-    teacher_head.eval()
-    for step in range(start, steps):
-        base = (seed * 1000 + 7) * 1_000_003 + step
-        g = torch.Generator().manual_seed(base)
-        torch.manual_seed(base)
-        picks = torch.randperm(len(audio.waves), generator=g)[: int(recipe["data"]["batch_utterances"])].tolist()
-        views = []  # view k: [B, samples]
-        for k in range(n_global + n_local):
-            length = g_len if k < n_global else l_len
-            views.append(torch.stack([_augment(torch.from_numpy(_crop(audio.waves[i], length, g)).float(),
-                                               recipe["augment"], g) for i in picks]))
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        with torch.no_grad():
-            t_out = [teacher_head(teacher(v)) for v in views[:n_global]]
-        s_out = [head(student(v)) for v in views]
-        loss = dino_loss(s_out, t_out, center, float(d["student_temperature"]), float(d["teacher_temperature"]))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, opt_cfg["grad_clip"])
-        optimizer.step()
-        with torch.no_grad():
-            m = momentum_at(step)
-            for pt, ps in zip(list(teacher.parameters()) + list(teacher_head.parameters()),
-                              list(student.parameters()) + list(head.parameters())):
-                pt.mul_(m).add_(ps.detach(), alpha=1 - m)
-            for bt, bs in zip(teacher.buffers(), student.buffers()):  # batch-norm statistics follow the student
-                bt.copy_(bs)
-            batch_center = torch.cat(t_out).mean(0)
-            center = center * float(d["center_momentum"]) + batch_center * (1 - float(d["center_momentum"]))
-            q = torch.softmax((torch.cat(t_out) - center) / float(d["teacher_temperature"]), -1)
-            entropy = float(-(q * q.clamp(min=1e-12).log()).sum(-1).mean())
-        window["loss"] += float(loss.detach())
-        window["entropy"] += entropy
-        window["n"] += 1
-        done = step + 1
-        if done % log_every == 0 or done == steps:
-            row = {"iteration": 1, "step": done, "loss": round(window["loss"] / window["n"], 5),
-                   "teacher_entropy": round(window["entropy"] / window["n"], 4),
-                   "center_norm": round(float(center.norm()), 4), "lr": round(lr_at(step), 8),
-                   "momentum": round(momentum_at(step), 6), "seconds": round(time.time() - t0, 1)}
-            log.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", H=f"{row['teacher_entropy']:.2f}")
-            window = {"loss": 0.0, "entropy": 0.0, "n": 0}
-        bar.update()
-        if done % every == 0 or done == steps:
-            name = f"step_{done:06d}"
-            save_encoder(teacher, folder / name, recipe, meta_at(done))
-            _save_state(state_path, {"step": done, "student": student.state_dict(), "head": head.state_dict(),
-                                     "teacher": teacher.state_dict(), "teacher_head": teacher_head.state_dict(),
-                                     "center": center, "optimizer": optimizer.state_dict()})
-            _write_log(log_path, log)
-    bar.close()
-    save_encoder(teacher, final, recipe, meta_at(steps))
-    return final
+    def save(self, folder: Path, meta: dict) -> None:
+        save_encoder(self.teacher, folder, self.recipe, meta)
+
+    def state(self, step: int, checkpoint: str) -> dict:
+        return {"step": step, "student": self.student.state_dict(), "head": self.head.state_dict(),
+                "teacher": self.teacher.state_dict(), "teacher_head": self.teacher_head.state_dict(),
+                "center": self.center, "optimizer": self.optimizer.state_dict()}
+
+
+class DinoRecipe(SingleStageRecipe):
+    """``harness pretrain --recipe dino``: speaker self-distillation, checkpoints as ``speechbrain:DIR``."""
+
+    name, backend, objective = "dino", "speechbrain", DinoObjective
+    defaults = ("harness.training", "dino.yaml")
+
+
+default_recipe = DinoRecipe().default_recipe  # the recipe of harness/training/dino.yaml
+pretrain = DinoRecipe().pretrain  # (corpus, out, recipe, progress=True) -> [out/it1/final]

@@ -16,30 +16,44 @@ Output folder::
     OUT/final/                the last step's encoder
     OUT/state.pt              optimizer, head and step, for resuming (weights-only loadable)
 
-Deterministic and resumable: batches, masks and dropout come from generators seeded by
+Trained by the shared loop (`harness.training.loop.fit`) with `CtcObjective`. Deterministic
+and resumable: batches, masks and dropout come from generators seeded by
 (seed, step), so a resumed run takes the same steps as an uninterrupted one (tested).
 """
 
 from __future__ import annotations
 
 import json
-import time
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
+from tqdm import tqdm
+from transformers import AutoConfig, AutoModel
 
-from harness.audio import SAMPLE_RATE
+from harness.audio import SAMPLE_RATE, read_audio
+from harness.config import merge_config, parse_overrides
+from harness.corpus.layout import require_embedded_corpus
 from harness.errors import HarnessError
-from harness.fsutil import atomic_dir, atomic_path, write_text
+from harness.fsutil import atomic_dir, write_text
+from harness.heads import ctc_greedy
+from harness.metrics import error_counts, error_rate
+from harness.registry import load_task, parse_spec
+from harness.task import task_config
+from harness.tasks.families import CtcTask
+from harness.training.loop import Objective, fit
+from harness.training.runs import merge_recipe_file, packaged_recipe, save_checkpoint
+from harness.training.schedules import warmup_linear
+from harness.upstream import load_upstream, normalise_waveforms, pad_batch
 
 
 def default_recipe() -> dict:
-    import yaml
-
-    return yaml.safe_load(resources.files("harness.training").joinpath("finetune.yaml").read_text())
+    """The default fine-tuning recipe (``harness/training/finetune.yaml``)."""
+    return packaged_recipe("harness.training", "finetune.yaml")
 
 
 def _batches(lengths: list[int], batch_seconds: float, seed: int, epoch: int) -> list[list[int]]:
@@ -95,10 +109,6 @@ def _reinit_top(model, k: int, seed: int) -> None:
 
 def _error_rate(model, head, waves, targets, tokens, normalize: bool) -> float:
     """Greedy-CTC token error rate (edits / reference tokens) of the model on some utterances."""
-    from harness.heads import ctc_greedy
-    from harness.metrics import error_counts, error_rate
-    from harness.upstream import normalise_waveforms, pad_batch
-
     model.eval()
     refs, hyps = [], []
     with torch.no_grad():
@@ -118,18 +128,112 @@ def _error_rate(model, head, waves, targets, tokens, normalize: bool) -> float:
     return error_rate(errors, lens)
 
 
+class CtcObjective(Objective):
+    """CTC loss of a linear head over the encoder's last layer (blank = 0), with the
+    transformer frozen for the first ``freeze_transformer_steps`` and the dev token error
+    rate measured at every checkpoint."""
+
+    def __init__(self, spec: str, task_name: str, task, train: list, dev: list, waves: list[np.ndarray],
+                 dev_waves: list[np.ndarray], source: Path, normalize: bool, recipe: dict) -> None:
+        self.spec, self.task_name, self.task, self.train, self.dev = spec, task_name, task, train, dev
+        self.waves, self.dev_waves, self.source, self.normalize = waves, dev_waves, source, normalize
+        self.description = f"fine-tuning {spec} ({task_name})"
+        super().__init__(recipe, grad_clip=recipe["grad_clip"])
+        self.lengths = [len(w) for w in waves]
+        self.last: dict = {}
+        self.dev_err = float("nan")
+
+    def training_model(self, folder: Path):
+        """The model with fine-tuning's time masks on (HF then creates the mask embedding,
+        loaded from the checkpoint when pretraining saved one)."""
+        config = AutoConfig.from_pretrained(folder)
+        config.apply_spec_augment = self.recipe["mask_time_prob"] > 0
+        config.mask_time_prob = float(self.recipe["mask_time_prob"])
+        config.mask_time_length = int(self.recipe["mask_time_length"])
+        config.mask_time_min_masks = 1
+        config.layerdrop = 0.0
+        torch.manual_seed(self.seed)  # an embedding the checkpoint lacks is drawn reproducibly
+        return AutoModel.from_pretrained(folder, config=config, dtype=torch.float32)
+
+    def setup(self, resumed: dict | None, folder: Path) -> None:
+        recipe = self.recipe
+        self.model = self.training_model(self.source)  # the upstream's model directory
+        torch.manual_seed(self.seed)
+        self.head = nn.Linear(self.model.config.hidden_size, len(self.task.tokens) + 1)
+        if resumed is not None:
+            self.model = self.training_model(folder / resumed["checkpoint"])
+            self.head.load_state_dict(resumed["head"])
+        else:
+            _reinit_top(self.model, int(recipe["reinit_top"]), self.seed)
+        self.model.train()
+        if recipe["freeze_cnn"]:
+            for p in self.model.feature_extractor.parameters():
+                p.requires_grad_(False)
+        self.params = [p for p in self.model.parameters() if p.requires_grad] + list(self.head.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=float(recipe["lr"]), betas=(0.9, 0.98), eps=1e-8,
+                                           weight_decay=float(recipe["weight_decay"]))
+        if resumed is not None:
+            self.optimizer.load_state_dict(resumed["optimizer"])
+
+    def step_seed(self, step: int) -> int:
+        return self.seed * 1_000_003 + step
+
+    def lr_at(self, step: int) -> float:
+        return warmup_linear(step, float(self.recipe["lr"]), int(self.recipe["warmup_steps"]), self.steps)
+
+    def compute_objectives(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        model = self.model
+        idx = _batch_at(self.lengths, float(self.recipe["batch_seconds"]), self.seed, step)
+        x, wave_lengths = pad_batch([torch.from_numpy(self.waves[i]) for i in idx])
+        if self.normalize:
+            x = normalise_waveforms(x, wave_lengths)
+        mask = (torch.arange(x.shape[1])[None, :] < wave_lengths[:, None]).long()
+        if step < int(self.recipe["freeze_transformer_steps"]):  # only the head trains yet
+            with torch.no_grad():
+                hidden = model(input_values=x, attention_mask=mask).last_hidden_state
+        else:
+            hidden = model(input_values=x, attention_mask=mask).last_hidden_state
+        log_probs = torch.log_softmax(self.head(hidden), -1)
+        frames = model._get_feat_extract_output_lengths(wave_lengths).long()
+        targets = [torch.tensor(self.train[i].target, dtype=torch.long) for i in idx]
+        loss = nn.functional.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets), frames,
+                                      torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True)
+        self.last = {"batch": len(idx)}
+        return loss, {}
+
+    def log_row(self, window: dict, step: int) -> dict:
+        return dict(self.last)
+
+    def evaluate(self, step: int) -> dict:
+        self.dev_err = _error_rate(self.model, self.head, self.dev_waves, [e.target for e in self.dev],
+                                   self.task.tokens, self.normalize)
+        return {"dev_token_error_rate": round(self.dev_err, 5)}
+
+    def meta(self, step: int, log: list[dict]) -> dict:
+        return {"step": step, "steps": self.steps, "task": self.task_name, "upstream": self.spec,
+                "dev_token_error_rate": self.dev_err, "dev_utterances": len(self.dev)}
+
+    def save(self, folder: Path, meta: dict) -> None:
+        _save(self.model, self.head, folder, meta, self.normalize)
+
+    def state(self, step: int, checkpoint: str) -> dict:
+        return {"step": step, "checkpoint": checkpoint, "head": self.head.state_dict(),
+                "optimizer": self.optimizer.state_dict()}
+
+    def finish(self, folder: Path, log: list[dict]) -> Path:
+        """``final`` is a copy of the last checkpoint (it holds the last dev error rate)."""
+        last = sorted(p for p in folder.glob("step_*") if (p / "finetune.json").exists())[-1]
+        with atomic_dir(folder / "final") as tmp:
+            for f in last.iterdir():
+                (tmp / f.name).write_bytes(f.read_bytes())
+        return folder / "final"
+
+
 def finetune(spec: str, task_name: str, data_root: Path, out: Path, recipe: dict, progress: bool = True) -> Path:
-    """Fine-tune ``spec`` with CTC on ``task_name``'s tokens; return the final encoder folder."""
-    import yaml
-    from safetensors.torch import save_file
-    from tqdm import tqdm
+    """Fine-tune ``spec`` with CTC on ``task_name``'s tokens; return the final encoder folder.
 
-    from harness.audio import read_audio
-    from harness.registry import load_task
-    from harness.task import task_config
-    from harness.tasks.families import CtcTask
-    from harness.upstream import load_upstream, normalise_waveforms, pad_batch
-
+    Raises HarnessError for a task that is not a CTC task, an upstream that is not a
+    HuggingFace model, a folder holding another run, or ``reinit_top`` beyond the model."""
     out = Path(out)
     task_cls = load_task(task_name)
     if not issubclass(task_cls, CtcTask):
@@ -154,124 +258,50 @@ def finetune(spec: str, task_name: str, data_root: Path, out: Path, recipe: dict
     waves = [read_audio(e.path) for e in tqdm(train, desc="reading audio", unit="utt", disable=not progress,
                                               leave=False)]
     dev_waves = [read_audio(e.path) for e in dev]
-    lengths = [len(w) for w in waves]
-    seed, steps = int(recipe["seed"]), int(recipe["steps"])
-
-    from transformers import AutoConfig, AutoModel
-
-    def training_model(folder: Path):
-        """The model with fine-tuning's time masks on (HF then creates the mask embedding,
-        loaded from the checkpoint when pretraining saved one)."""
-        config = AutoConfig.from_pretrained(folder)
-        config.apply_spec_augment = recipe["mask_time_prob"] > 0
-        config.mask_time_prob = float(recipe["mask_time_prob"])
-        config.mask_time_length = int(recipe["mask_time_length"])
-        config.mask_time_min_masks = 1
-        config.layerdrop = 0.0
-        torch.manual_seed(seed)  # an embedding the checkpoint lacks is drawn reproducibly
-        return AutoModel.from_pretrained(folder, config=config, dtype=torch.float32)
-
-    model = training_model(upstream.folder)
-    torch.manual_seed(seed)
-    head = nn.Linear(model.config.hidden_size, len(task.tokens) + 1)
-    state_path = out / "state.pt"
-    start = 0
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=True)
-        model = training_model(out / state["checkpoint"])
-        head.load_state_dict(state["head"])
-        start = int(state["step"])
-    else:
-        state = None
-        _reinit_top(model, int(recipe["reinit_top"]), seed)
-    model.train()
-    if recipe["freeze_cnn"]:
-        for p in model.feature_extractor.parameters():
-            p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=float(recipe["lr"]), betas=(0.9, 0.98), eps=1e-8,
-                                  weight_decay=float(recipe["weight_decay"]))
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    warmup = int(recipe["warmup_steps"])
-    freeze_transformer = int(recipe["freeze_transformer_steps"])
-
-    def lr_at(step: int) -> float:  # linear warm-up, then linear decay to 0 (the fine-tuning schedule)
-        if step < warmup:
-            return float(recipe["lr"]) * (step + 1) / warmup
-        return float(recipe["lr"]) * max(0.0, (steps - step) / max(1, steps - warmup))
-
-    log_path = out / "log.jsonl"
-    log = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.exists() else []
-    log = [r for r in log if r["step"] <= start]
-    normalize = upstream.normalize
-    every, log_every = int(recipe["checkpoint_every"]), int(recipe["log_every"])
-    window = {"loss": 0.0, "n": 0}
-    t0 = time.time()
-    bar = tqdm(total=steps, initial=start, desc=f"fine-tuning {spec} ({task_name})", unit="step", disable=not progress)
-    for step in range(start, steps):
-        torch.manual_seed(seed * 1_000_003 + step)  # dropout
-        np.random.seed((seed * 1_000_003 + step) % (2 ** 32))  # HF draws the time masks with numpy
-        idx = _batch_at(lengths, float(recipe["batch_seconds"]), seed, step)
-        x, wave_lengths = pad_batch([torch.from_numpy(waves[i]) for i in idx])
-        if normalize:
-            x = normalise_waveforms(x, wave_lengths)
-        mask = (torch.arange(x.shape[1])[None, :] < wave_lengths[:, None]).long()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        frozen = step < freeze_transformer
-        with torch.set_grad_enabled(True):
-            if frozen:
-                with torch.no_grad():
-                    hidden = model(input_values=x, attention_mask=mask).last_hidden_state
-            else:
-                hidden = model(input_values=x, attention_mask=mask).last_hidden_state
-            log_probs = torch.log_softmax(head(hidden), -1)
-            frames = model._get_feat_extract_output_lengths(wave_lengths).long()
-            targets = [torch.tensor(train[i].target, dtype=torch.long) for i in idx]
-            loss = nn.functional.ctc_loss(log_probs.transpose(0, 1), torch.cat(targets), frames,
-                                          torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, float(recipe["grad_clip"]))
-        optimizer.step()
-        window["loss"] += float(loss.detach())
-        window["n"] += 1
-        done = step + 1
-        if done % log_every == 0 or done == steps:
-            log.append({"step": done, "loss": round(window["loss"] / window["n"], 5), "lr": round(lr_at(step), 8),
-                        "batch": len(idx), "seconds": round(time.time() - t0, 1)})
-            bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
-            window = {"loss": 0.0, "n": 0}
-        bar.update()
-        if done % every == 0 or done == steps:
-            dev_err = _error_rate(model, head, dev_waves, [e.target for e in dev], task.tokens, normalize)
-            log.append({"step": done, "dev_token_error_rate": round(dev_err, 5)})
-            name = f"step_{done:06d}"
-            meta = {"step": done, "steps": steps, "task": task_name, "upstream": spec,
-                    "dev_token_error_rate": dev_err, "dev_utterances": len(dev)}
-            _save(model, head, out / name, meta, normalize, save_file)
-            with atomic_path(state_path) as tmp:
-                torch.save({"step": done, "checkpoint": name, "head": head.state_dict(),
-                            "optimizer": optimizer.state_dict()}, tmp)
-            write_text(log_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in log))
-    bar.close()
-    last = sorted(p for p in out.glob("step_*") if (p / "finetune.json").exists())[-1]
-    with atomic_dir(out / "final") as tmp:
-        for f in last.iterdir():
-            (tmp / f.name).write_bytes(f.read_bytes())
-    return out / "final"
+    objective = CtcObjective(spec, task_name, task, train, dev, waves, dev_waves, upstream.folder, upstream.normalize,
+                             recipe)
+    return fit(objective, out, out / "log.jsonl", progress)
 
 
-def _save(model, head, folder: Path, meta: dict, normalize: bool, save_file) -> None:
+def _save(model, head, folder: Path, meta: dict, normalize: bool) -> None:
     """The encoder as a HuggingFace model directory (an upstream), with the CTC head beside it."""
-    from transformers import Wav2Vec2FeatureExtractor
+    spec_augment = model.config.apply_spec_augment
+    model.config.apply_spec_augment = False  # as an upstream it extracts, it does not train
+    try:
+        save_checkpoint(model, folder, meta, normalize, "finetune.json", {"ctc_head.safetensors": head.state_dict()})
+    finally:
+        model.config.apply_spec_augment = spec_augment
 
-    with atomic_dir(folder) as tmp:
-        model.config.apply_spec_augment = False  # as an upstream it extracts, it does not train
-        model.save_pretrained(tmp)
-        model.config.apply_spec_augment = True
-        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
-                                 do_normalize=normalize, return_attention_mask=True).save_pretrained(tmp)
-        save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp / "ctc_head.safetensors"))
-        (tmp / "finetune.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+
+@dataclass
+class FinetuningResult:
+    """What `run_finetuning` made."""
+
+    final: Path  # the last checkpoint's encoder (hf:DIR) with its CTC head
+    log: Path
+    dev_token_error_rate: float
+
+    def format(self) -> str:
+        """The line ``harness finetune`` prints."""
+        return (f"fine-tuned encoder: hf:{self.final} (dev token error rate {self.dev_token_error_rate:.4f}); "
+                f"log: {self.log}")
+
+
+def run_finetuning(upstream: str, task: str, out: Path, data_root: Path | None = None, config: Path | None = None,
+                   overrides: Sequence[str] = (), steps: int | None = None, freeze_cnn: bool | None = None,
+                   reinit_top: int | None = None, progress: bool = True) -> FinetuningResult:
+    """``harness finetune``: the default recipe with the YAML ``config``, the ``--set``
+    ``overrides`` (``KEY=VALUE``) and the explicit ``steps``/``freeze_cnn``/``reinit_top``
+    applied, trained (or resumed) on ``data_root`` (default: the embedded corpus) into ``out``.
+    Raises HarnessError (one line) for an unknown upstream, a bad recipe, a missing corpus
+    and whatever `finetune` refuses."""
+    parse_spec(upstream)
+    recipe = merge_recipe_file(default_recipe(), config)
+    recipe = merge_config(recipe, parse_overrides(list(overrides)))
+    for key, value in (("freeze_cnn", freeze_cnn), ("reinit_top", reinit_top), ("steps", steps)):
+        if value is not None:
+            recipe[key] = value
+    root = Path(data_root) if data_root else require_embedded_corpus()
+    final = finetune(upstream, task, root, Path(out), recipe, progress=progress)
+    meta = json.loads((final / "finetune.json").read_text())
+    return FinetuningResult(final, Path(out) / "log.jsonl", meta["dev_token_error_rate"])

@@ -1,9 +1,10 @@
-"""HuBERT-style iterative pretraining of a small model on a harness corpus.
+"""HuBERT-style iterative pretraining of a small model on a harness corpus (``harness pretrain``).
 
 Iteration 1 learns to predict, at masked frames, k-means clusters of MFCCs;
 iteration n > 1 predicts k-means clusters of one layer (a recipe parameter) of
-iteration n-1's final model. The model is a HuggingFace ``HubertModel``, so every
-checkpoint is a model directory that loads as the upstream ``hf:DIR``.
+iteration n-1's final model (Hsu et al. 2021). The model is a HuggingFace ``HubertModel``,
+so every checkpoint is a model directory that loads as the upstream ``hf:DIR``. Each
+iteration is trained by the shared loop (`harness.training.loop.fit`) with `HubertObjective`.
 
 Output folder::
 
@@ -23,87 +24,48 @@ by (seed, iteration, step), so a resumed run takes the same steps as an uninterr
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import time
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
+from tqdm import tqdm
+from transformers import HubertConfig, HubertModel
 
 from harness.audio import SAMPLE_RATE
+from harness.config import merge_config
 from harness.errors import HarnessError
+from harness.features.extract import iter_layers
 from harness.fsutil import atomic_dir, atomic_path, write_text
-
-# HuBERT's waveform CNN: 400-sample receptive field, 320-sample hop (50 Hz frames)
-CONV_KERNEL = (10, 3, 3, 3, 3, 2, 2)
-CONV_STRIDE = (5, 2, 2, 2, 2, 2, 2)
-LABEL_RATE_HOP = 320  # model frame hop in samples
+from harness.training.data import (
+    CONV_KERNEL,
+    CONV_STRIDE,
+    LABEL_RATE_HOP,
+    Audio,
+    StepBatches,
+    load_train_audio,
+    model_frames,
+    random_crops,
+    span_mask,
+)
+from harness.training.loop import Objective, fit
+from harness.training.recipe import Recipe
+from harness.training.runs import packaged_recipe, prepare_run, read_log, save_checkpoint, write_log
+from harness.training.schedules import warmup_cosine
+from harness.upstream import load_upstream
 
 
 def default_recipe() -> dict:
-    import yaml
-
-    return yaml.safe_load(resources.files("harness.training").joinpath("hubert.yaml").read_text())
-
-
-# ----------------------------------------------------------------------------- data
-@dataclass
-class Audio:
-    ids: list[str]
-    waves: list[np.ndarray]  # float32 at 16 kHz
-    phone_ctm: dict  # LibriSpeech train utterance -> CTM phone segments (target quality only)
-
-
-def load_train_audio(corpus: Path, layouts: Sequence[str], progress: bool = True) -> Audio:
-    """Every train-split utterance of the chosen layouts, in a fixed order."""
-    from tqdm import tqdm
-
-    from harness.audio import read_audio
-    from harness.corpus.layout import CorpusPaths
-    from harness.data.alignments import read_ctm
-    from harness.data.fsc import read_fsc
-    from harness.data.librispeech import SPLITS as LIBRI_SPLITS
-    from harness.data.librispeech import read_librispeech
-    from harness.data.voxceleb import read_voxceleb1
-
-    paths = CorpusPaths(Path(corpus))
-    items: list[tuple[str, Path]] = []
-    phone_ctm: dict = {}
-    for layout in layouts:
-        if layout == "librispeech":
-            utts = read_librispeech(paths.librispeech, LIBRI_SPLITS["train"])
-            items += [(u.id, u.path) for u in utts]
-            ctm = paths.ctm(LIBRI_SPLITS["train"], "phones")
-            if ctm.exists():
-                phone_ctm = read_ctm(ctm)
-        elif layout == "fsc":
-            items += [(f"fsc/{u.id}", u.path) for u in read_fsc(paths.fsc, "train")]
-        elif layout == "voxceleb1":
-            items += [(f"vox/{u.id}", u.path) for u in read_voxceleb1(paths.voxceleb1, "train")]
-        else:
-            raise HarnessError(f"unknown pretraining layout {layout!r}; choose from librispeech, fsc, voxceleb1")
-    if not items:
-        raise HarnessError(f"no training audio found in {corpus}")
-    waves = [read_audio(p) for _, p in tqdm(items, desc="reading audio", unit="utt", disable=not progress,
-                                              leave=False)]
-    return Audio([i for i, _ in items], waves, phone_ctm)
-
-
-def model_frames(samples: int) -> int:
-    """Frames of the model's CNN for ``samples`` input samples."""
-    from harness.upstream import conv_frames
-
-    return int(conv_frames(torch.tensor([samples]), CONV_KERNEL, CONV_STRIDE)[0])
+    """The default recipe (``harness/training/hubert.yaml``): two iterations of 3600 steps."""
+    return packaged_recipe("harness.training", "hubert.yaml")
 
 
 # -------------------------------------------------------------------------- k-means
 def kmeans_fit(x: torch.Tensor, k: int, iterations: int, seed: int) -> torch.Tensor:
-    """Lloyd's k-means with k-means++ seeding. x ``[N, D]`` float32 -> centroids ``[k, D]``."""
+    """Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii 2007). x ``[N, D]``
+    float32 -> centroids ``[k, D]``. Raises HarnessError with fewer than ``k`` rows."""
     if len(x) < k:
         raise HarnessError(f"k-means needs at least {k} frames, got {len(x)}")
     g = torch.Generator().manual_seed(seed)
@@ -165,10 +127,10 @@ def target_quality(labels: dict[str, np.ndarray], phone_ctm: dict, clusters: int
 
 def make_targets(audio: Audio, spec: dict, previous: Path | None, recipe: dict, iteration: int,
                  progress: bool) -> tuple[dict[str, np.ndarray], torch.Tensor, dict]:
-    """Cluster ids at 50 Hz for every utterance, from MFCCs or a layer of ``previous``."""
-    from harness.features.extract import iter_layers
-    from harness.upstream import load_upstream
-
+    """Cluster ids at 50 Hz for every utterance (utterance id -> ``[frames]`` int16), the
+    centroids ``[clusters, D]`` and the targets' quality, from k-means on standardised MFCCs
+    (``spec["targets"] == "mfcc"``) or on a layer of the model ``previous`` (``"layer"``).
+    Raises HarnessError for another target kind, a layer out of range, or no previous model."""
     if spec["targets"] == "mfcc":
         upstream, layer, subsample = load_upstream("classic:mfcc"), 0, 2  # 100 Hz -> 50 Hz
         source = "mfcc"
@@ -182,8 +144,6 @@ def make_targets(audio: Audio, spec: dict, previous: Path | None, recipe: dict, 
         source = f"layer {layer} of {previous.parent.name}"
     else:
         raise HarnessError(f"unknown target kind {spec['targets']!r}; use mfcc or layer")
-    from tqdm import tqdm
-
     feats: list[torch.Tensor] = [None] * len(audio.waves)  # type: ignore[list-item]
     bar = tqdm(total=len(audio.waves), desc=f"it{iteration} targets: {source}", unit="utt", disable=not progress,
                leave=False)
@@ -227,97 +187,15 @@ class MaskedPredictionHead(nn.Module):
         return p @ c.T / self.temperature
 
 
-def build_model(model_cfg: dict):
-    from transformers import HubertConfig, HubertModel
-
+def build_model(model_cfg: dict) -> HubertModel:
+    """A randomly initialised ``HubertModel`` with the recipe's ``model`` config and HuBERT's CNN."""
     # mask_time_prob > 0 makes HF create masked_spec_embed; training always passes its own mask
     config = HubertConfig(**model_cfg, apply_spec_augment=True, mask_time_prob=0.05, do_stable_layer_norm=False,
                           conv_kernel=list(CONV_KERNEL), conv_stride=list(CONV_STRIDE), vocab_size=1)
     return HubertModel(config)
 
 
-def span_mask(batch: int, frames: int, start_prob: float, span: int, g: torch.Generator) -> torch.Tensor:
-    """``[batch, frames]`` bool: spans of ``span`` frames from ``round(start_prob * frames)`` random starts."""
-    mask = torch.zeros(batch, frames, dtype=torch.bool)
-    starts_n = max(1, round(start_prob * frames))
-    room = max(frames - span + 1, 1)
-    for b in range(batch):
-        starts = torch.randperm(room, generator=g)[:starts_n]
-        for s in starts.tolist():
-            mask[b, s:s + span] = True
-    return mask
-
-
-# ------------------------------------------------------------------------- batching
-def epoch_batches(lengths: Sequence[int], batch_seconds: float, max_crop: float, seed: int, epoch: int,
-                  ) -> list[list[int]]:
-    """Utterances grouped by (jittered) length so cropping to the shortest wastes little;
-    each batch holds at most ``batch_seconds`` of cropped audio. Order shuffled per epoch."""
-    g = torch.Generator().manual_seed(seed * 7919 + epoch)
-    jitter = 1.0 + 0.1 * (torch.rand(len(lengths), generator=g) - 0.5)
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i] * float(jitter[i]), i))
-    batches, current, shortest = [], [], 0
-    for i in order:
-        crop = min(shortest if current else lengths[i], lengths[i], int(max_crop * SAMPLE_RATE))
-        if current and crop * (len(current) + 1) > batch_seconds * SAMPLE_RATE:
-            batches.append(current)
-            current = []
-        shortest = min(shortest, lengths[i]) if current else lengths[i]
-        current.append(i)
-    if current:
-        batches.append(current)
-    perm = torch.randperm(len(batches), generator=g).tolist()
-    return [batches[p] for p in perm]
-
-
-class StepBatches:
-    """Step number -> batch (utterance indices), stable across restarts."""
-
-    def __init__(self, lengths: Sequence[int], batch_seconds: float, max_crop: float, seed: int) -> None:
-        self.args = (list(lengths), batch_seconds, max_crop, seed)
-        self.epochs: list[list[list[int]]] = []
-
-    def __getitem__(self, step: int) -> list[int]:
-        total = 0
-        for batches in self._ensure(step):
-            if step < total + len(batches):
-                return batches[step - total]
-            total += len(batches)
-        raise AssertionError("unreachable")
-
-    def _ensure(self, step: int) -> list[list[list[int]]]:
-        while sum(len(b) for b in self.epochs) <= step:
-            lengths, seconds, crop, seed = self.args
-            self.epochs.append(epoch_batches(lengths, seconds, crop, seed, len(self.epochs)))
-        return self.epochs
-
-
-# ---------------------------------------------------------------------------- saving
-def save_checkpoint(model, folder: Path, meta: dict) -> None:
-    """Write a HuggingFace model directory atomically (temp dir + rename)."""
-    from transformers import Wav2Vec2FeatureExtractor
-
-    with atomic_dir(folder) as tmp:
-        model.save_pretrained(tmp)
-        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True,
-                                 return_attention_mask=True).save_pretrained(tmp)
-        (tmp / "pretrain.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-
-
-def _save_state(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _read_log(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-
-
-# -------------------------------------------------------------------------- training
+# ----------------------------------------------------------------------------- reuse
 def shared_iterations(old: dict, new: dict) -> int:
     """How many leading iterations two recipes share: 0 unless everything outside
     ``iterations`` (model, data, seed, optimiser, ...) is equal, then the length of the
@@ -338,9 +216,8 @@ def shared_iterations(old: dict, new: dict) -> int:
 def reuse_finished(source: Path, out: Path, recipe: dict) -> int:
     """Copy into the new run folder ``out`` the finished iterations of the run ``source`` that
     ``recipe`` shares with it (folders and log rows), so only the changed iterations are
-    trained. ``source`` is only read. Returns the number of iterations copied."""
-    import yaml
-
+    trained. ``source`` is only read. Returns the number of iterations copied. Raises
+    HarnessError when ``source`` is no run or shares no finished iteration."""
     saved = source / "recipe.yaml"
     if not saved.exists():
         raise HarnessError(f"--reuse {source}: not a pretraining run (no recipe.yaml)")
@@ -364,8 +241,8 @@ def reuse_finished(source: Path, out: Path, recipe: dict) -> int:
         else:  # a shipped run keeps only checkpoints: its last one is the iteration's result
             shutil.copytree(last, out / f"it{n}" / last.name)
             shutil.copytree(last, out / f"it{n}" / "final")
-    rows = [r for r in _read_log(source / "log.jsonl") if r["iteration"] <= finished]
-    _write_log(out / "log.jsonl", rows)
+    rows = [r for r in read_log(source / "log.jsonl") if r["iteration"] <= finished]
+    write_log(out / "log.jsonl", rows)
     dtypes = sorted({json.loads((last / "pretrain.json").read_text())["stored_dtype"] for last in shipped if last})
     write_text(out / "reused.json", json.dumps({"source": str(source.resolve()), "iterations": finished,
                                                 "from_shipped_checkpoints_stored_as": dtypes or None},
@@ -384,30 +261,86 @@ def shipped_final(iteration_dir: Path) -> Path | None:
     return steps[-1] if meta.get("step") == meta.get("steps") and "stored_dtype" in meta else None
 
 
-def prepare_run(out: Path, recipe: dict, shared=None) -> None:
-    """Claim ``out`` for this recipe: an empty or new folder, or one holding a run of the same
-    recipe (resumed). Another recipe is refused (``shared(old, new)`` > 0 adds the --reuse hint)."""
-    import yaml
+# ------------------------------------------------------------------------- training
+class HubertObjective(Objective):
+    """One iteration of masked prediction: cross-entropy of `MaskedPredictionHead`'s logits
+    against the frame's cluster id, at masked frames only (HuBERT's alpha = 1)."""
 
-    saved = out / "recipe.yaml"
-    if saved.exists():
-        previous = yaml.safe_load(saved.read_text())
-        if previous != recipe:
-            hint = f" and --reuse {out} to keep its iterations that this recipe shares" \
-                if shared is not None and shared(previous, recipe) else ""
-            raise HarnessError(f"{out} holds a pretraining run with another recipe; choose another --out{hint}")
-    elif out.exists() and any(out.iterdir()):
-        raise HarnessError(f"{out} is not empty and holds no pretraining run; choose another --out")
-    write_text(saved, yaml.safe_dump(recipe, sort_keys=True))
+    def __init__(self, audio: Audio, labels: dict[str, np.ndarray], quality: dict, spec: dict,
+                 previous: Path | None, recipe: dict, iteration: int) -> None:
+        self.opt_cfg = {**recipe["optim"], **spec.get("optim", {})}  # an iteration may override (e.g. its own lr)
+        super().__init__(recipe, steps=spec["steps"], grad_clip=self.opt_cfg["grad_clip"])
+        self.audio, self.labels, self.quality, self.spec, self.previous = audio, labels, quality, spec, previous
+        self.iteration, self.description = iteration, f"pretrain it{iteration}"
+        self.batches = StepBatches([len(w) for w in audio.waves], recipe["data"]["batch_seconds"],
+                                   recipe["data"]["max_crop_seconds"], self.seed * 100 + iteration)
+        self.last: dict = {}
+
+    def setup(self, resumed: dict | None, folder: Path) -> None:
+        recipe = self.recipe
+        torch.manual_seed(self.seed * 1000 + self.iteration)
+        self.head = MaskedPredictionHead(recipe["model"]["hidden_size"], recipe["head"]["code_dim"],
+                                         int(self.spec["clusters"]), recipe["head"]["temperature"])
+        if resumed is not None:
+            self.model = HubertModel.from_pretrained(folder / resumed["checkpoint"], dtype=torch.float32)
+            self.head.load_state_dict(resumed["head"])
+        else:
+            self.model = build_model(recipe["model"])
+            if self.spec.get("init") == "previous":  # warm start: the previous iteration's encoder, a fresh head
+                if self.previous is None:
+                    raise HarnessError("iteration 1 cannot start from a previous iteration (init: previous)")
+                self.model = HubertModel.from_pretrained(self.previous, dtype=torch.float32)  # with its mask embedding
+        self.model.train()
+        self.params = list(self.model.parameters()) + list(self.head.parameters())
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.opt_cfg["lr"], betas=(0.9, 0.98), eps=1e-6,
+                                           weight_decay=self.opt_cfg["weight_decay"])
+        if resumed is not None:
+            self.optimizer.load_state_dict(resumed["optimizer"])
+
+    def step_seed(self, step: int) -> int:
+        return (self.seed * 1000 + self.iteration) * 1_000_003 + step
+
+    def lr_at(self, step: int) -> float:
+        return warmup_cosine(step, self.opt_cfg["lr"], int(self.opt_cfg["warmup_steps"]), self.steps)
+
+    def compute_objectives(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        idx = self.batches[step]
+        crops = random_crops(self.audio.waves, idx, self.recipe["data"]["max_crop_seconds"], generator)
+        target = torch.stack([torch.from_numpy(self.labels[self.audio.ids[i]][first:first + crops.frames]
+                                               .astype(np.int64)) for i, first in zip(idx, crops.starts)])
+        mask_cfg = self.recipe["mask"]
+        mask = span_mask(len(idx), crops.frames, mask_cfg["start_prob"], mask_cfg["span"], generator)
+        hidden = self.model(input_values=crops.wav, mask_time_indices=mask).last_hidden_state
+        logits = self.head(hidden[mask])
+        loss = nn.functional.cross_entropy(logits, target[mask])
+        self.last = {"batch": len(idx), "crop_s": round(crops.samples / SAMPLE_RATE, 3)}
+        return loss, {"correct": int((logits.detach().argmax(1) == target[mask]).sum()), "masked": int(mask.sum())}
+
+    def log_row(self, window: dict, step: int) -> dict:
+        return {"masked_acc": round(window["correct"] / max(window["masked"], 1), 5), **self.last}
+
+    def postfix(self, row: dict) -> dict:
+        return {"loss": f"{row['loss']:.3f}", "acc": f"{row['masked_acc']:.3f}"}
+
+    def meta(self, step: int, log: list[dict]) -> dict:
+        return {"iteration": self.iteration, "step": step, "steps": self.steps, "seed": self.seed,
+                "targets": self.quality, "loss": log[-1]["loss"] if log else None}
+
+    def save(self, folder: Path, meta: dict) -> None:
+        save_checkpoint(self.model, folder, meta)
+
+    def state(self, step: int, checkpoint: str) -> dict:
+        return {"step": step, "checkpoint": checkpoint, "head": self.head.state_dict(),
+                "optimizer": self.optimizer.state_dict()}
 
 
 def pretrain(corpus: Path, out: Path, recipe: dict, progress: bool = True, reuse: Path | None = None) -> list[Path]:
     """Run (or resume) every iteration of ``recipe``; return each iteration's final model dir.
 
     ``reuse``: an earlier run whose finished iterations this recipe shares are copied into
-    the (new, empty) ``out`` instead of being trained again."""
-    import yaml
-
+    the (new, empty) ``out`` instead of being trained again. Raises HarnessError for an
+    unknown optimiser key or ``init`` of an iteration (before any work), a folder holding
+    another run, or a ``reuse`` run sharing nothing."""
     out = Path(out)
     recipe_text = yaml.safe_dump(recipe, sort_keys=True)
     for n, spec in enumerate(recipe["iterations"], 1):  # before any work: a typo should not cost a k-means
@@ -439,13 +372,10 @@ def pretrain(corpus: Path, out: Path, recipe: dict, progress: bool = True, reuse
 
 def train_iteration(audio: Audio, folder: Path, iteration: int, spec: dict, previous: Path | None, recipe: dict,
                     log_path: Path, progress: bool) -> Path:
-    from tqdm import tqdm
-    from transformers import HubertModel
-
-    from harness.upstream import normalise_waveforms
-
+    """Train (or resume, or find finished) one iteration in ``folder``: its targets first
+    (``targets.npz``, made once), then `HubertObjective` through the shared loop. Returns
+    ``folder/final``."""
     final = folder / "final"
-    steps = int(spec["steps"])
     if (final / "pretrain.json").exists():
         return final
     folder.mkdir(parents=True, exist_ok=True)
@@ -463,148 +393,42 @@ def train_iteration(audio: Audio, folder: Path, iteration: int, spec: dict, prev
     if progress:
         shown = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in quality.items())
         tqdm.write(f"it{iteration} targets: {shown}")
-
-    seed = int(recipe["seed"])
-    torch.manual_seed(seed * 1000 + iteration)
-    state_path = folder / "state.pt"
-    head = MaskedPredictionHead(recipe["model"]["hidden_size"], recipe["head"]["code_dim"], int(spec["clusters"]),
-                                recipe["head"]["temperature"])
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=True)
-        model = HubertModel.from_pretrained(folder / state["checkpoint"], dtype=torch.float32)
-        head.load_state_dict(state["head"])
-        start = int(state["step"])
-    else:
-        model, state, start = build_model(recipe["model"]), None, 0
-        if spec.get("init") == "previous":  # warm start: the previous iteration's encoder, a fresh prediction head
-            if previous is None:
-                raise HarnessError("iteration 1 cannot start from a previous iteration (init: previous)")
-            model = HubertModel.from_pretrained(previous, dtype=torch.float32)  # with its mask embedding
-    model.train()
-    params = list(model.parameters()) + list(head.parameters())
-    opt_cfg = {**recipe["optim"], **spec.get("optim", {})}  # an iteration may override (e.g. its own lr)
-    optimizer = torch.optim.AdamW(params, lr=opt_cfg["lr"], betas=(0.9, 0.98), eps=1e-6,
-                                  weight_decay=opt_cfg["weight_decay"])
-    warmup = int(opt_cfg["warmup_steps"])
-
-    def lr_at(step: int) -> float:  # linear warm-up, then cosine decay to 0
-        if step < warmup:
-            return opt_cfg["lr"] * (step + 1) / warmup
-        return opt_cfg["lr"] * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    # earlier iterations' rows, and this one's up to the resumed point
-    log = [r for r in _read_log(log_path) if r["iteration"] != iteration or r["step"] <= start]
-    lengths = [len(w) for w in audio.waves]
-    batches = StepBatches(lengths, recipe["data"]["batch_seconds"], recipe["data"]["max_crop_seconds"],
-                          seed * 100 + iteration)
-    every, log_every = int(recipe["checkpoint_every"]), int(recipe["log_every"])
-
-    def meta_at(done: int) -> dict:  # pretrain.json of a checkpoint
-        return {"iteration": iteration, "step": done, "steps": steps, "seed": seed, "targets": quality,
-                "loss": log[-1]["loss"] if log else None}
-
-    mask_cfg = recipe["mask"]
-    window = {"loss": 0.0, "correct": 0, "masked": 0, "n": 0}
-    t0 = time.time()
-    bar = tqdm(total=steps, initial=start, desc=f"pretrain it{iteration}", unit="step", disable=not progress)
-    for step in range(start, steps):
-        g = torch.Generator().manual_seed((seed * 1000 + iteration) * 1_000_003 + step)
-        torch.manual_seed((seed * 1000 + iteration) * 1_000_003 + step)  # dropout
-        idx = batches[step]
-        crop = min(min(lengths[i] for i in idx), int(recipe["data"]["max_crop_seconds"] * SAMPLE_RATE))
-        frames = model_frames(crop)
-        wavs, targets = [], []
-        for i in idx:
-            first = int(torch.randint((lengths[i] - crop) // LABEL_RATE_HOP + 1, (1,), generator=g))
-            wavs.append(torch.from_numpy(audio.waves[i][first * LABEL_RATE_HOP:first * LABEL_RATE_HOP + crop]))
-            targets.append(torch.from_numpy(labels[audio.ids[i]][first:first + frames].astype(np.int64)))
-        wav = torch.stack(wavs)
-        wav = normalise_waveforms(wav, torch.full((len(idx),), crop))
-        target = torch.stack(targets)
-        mask = span_mask(len(idx), frames, mask_cfg["start_prob"], mask_cfg["span"], g)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        hidden = model(input_values=wav, mask_time_indices=mask).last_hidden_state
-        logits = head(hidden[mask])
-        loss = nn.functional.cross_entropy(logits, target[mask])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, opt_cfg["grad_clip"])
-        optimizer.step()
-        window["loss"] += float(loss.detach())
-        window["correct"] += int((logits.detach().argmax(1) == target[mask]).sum())
-        window["masked"] += int(mask.sum())
-        window["n"] += 1
-        done = step + 1
-        if done % log_every == 0 or done == steps:
-            row = {"iteration": iteration, "step": done, "loss": round(window["loss"] / window["n"], 5),
-                   "masked_acc": round(window["correct"] / max(window["masked"], 1), 5),
-                   "lr": round(lr_at(step), 8), "batch": len(idx), "crop_s": round(crop / SAMPLE_RATE, 3),
-                   "seconds": round(time.time() - t0, 1)}
-            log.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['masked_acc']:.3f}")
-            window = {"loss": 0.0, "correct": 0, "masked": 0, "n": 0}
-        bar.update()
-        if done % every == 0 or done == steps:
-            name = f"step_{done:06d}"
-            save_checkpoint(model, folder / name, meta_at(done))
-            _save_state(state_path, {"step": done, "checkpoint": name, "head": head.state_dict(),
-                                     "optimizer": optimizer.state_dict()})
-            _write_log(log_path, log)
-    bar.close()
-    save_checkpoint(model, final, meta_at(steps))
-    return final
+    return fit(HubertObjective(audio, labels, quality, spec, previous, recipe, iteration), folder, log_path, progress)
 
 
-# --------------------------------------------------------------------------- shipping
-def ship(run: Path, dest: Path, every: int | Sequence[int] | None = None,
-         dtype: torch.dtype = torch.float16, steps: Sequence[int] | None = None) -> list[Path]:
-    """Copy the checkpoints of a finished run whose step is a multiple of ``every`` (default:
-    every saved one; a sequence gives one interval per iteration) and each iteration's last
-    step into ``dest``, weights cast to ``dtype`` (float16 halves the size; the hf backend
-    loads them as float32), with recipe and log. ``steps`` instead lists the steps to keep
-    (each iteration's last is always kept). ``dest`` is replaced as a whole, so no
-    checkpoint of an earlier run is left behind in it."""
-    from safetensors.torch import load_file, save_file
+class HubertRecipe(Recipe):
+    """``harness pretrain --recipe hubert`` (the default): iterative masked prediction of
+    k-means targets; checkpoints load as ``hf:DIR``; ``--reuse`` keeps the finished
+    iterations an earlier run shares; ``--set iterations.N.KEY=VALUE`` edits iteration N."""
 
-    run, dest = Path(run), Path(dest)
-    iterations = sorted(p for p in run.glob("it*") if (p / "final" / "pretrain.json").exists())
-    if not iterations:
-        raise HarnessError(f"{run} holds no finished pretraining iteration")
-    intervals = list(every) if isinstance(every, Sequence) else [every] * len(iterations)
-    if len(intervals) != len(iterations):
-        raise HarnessError(f"--ship-every: {len(intervals)} intervals for {len(iterations)} finished iterations")
-    shipped = []
-    with atomic_dir(dest) as tmp_dest:
-        for it, interval in zip(iterations, intervals):
-            saved = sorted(it.glob("step_*"))
-            last = saved[-1].name
-            if steps is not None and (missing := sorted(set(steps) - {int(c.name.split("_")[1]) for c in saved})):
-                raise HarnessError(f"{it.name} has no checkpoint at step(s) {missing}")
-            for ck in saved:
-                step = int(ck.name.split("_")[1])
-                if ck.name != last and ((steps is not None and step not in steps)
-                                        or (steps is None and interval and step % interval)):
-                    continue
-                target = tmp_dest / it.name / ck.name
-                target.mkdir(parents=True)
-                for f in ck.iterdir():
-                    if f.name == "model.safetensors":
-                        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(f).items()}
-                        save_file(tensors, target / f.name, metadata={"format": "pt"})
-                    elif f.name == "embedding_model.ckpt":  # a SpeechBrain encoder (the dino recipe)
-                        state = torch.load(f, map_location="cpu", weights_only=True)
-                        torch.save({k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()},
-                                   target / f.name)
-                    elif f.name == "pretrain.json":
-                        meta = json.loads(f.read_text())
-                        meta["stored_dtype"] = str(dtype).replace("torch.", "")
-                        (target / f.name).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-                    else:
-                        shutil.copyfile(f, target / f.name)
-                shipped.append(dest / it.name / ck.name)
-        for name in ("recipe.yaml", "log.jsonl"):
-            shutil.copyfile(run / name, tmp_dest / name)
-    return shipped
+    name = "hubert"
+    backend = "hf"
+    supports_reuse = True
+
+    def default_recipe(self) -> dict:
+        return default_recipe()
+
+    def apply_overrides(self, recipe: dict, overrides: dict) -> dict:
+        """``iterations.N.KEY=VALUE`` changes iteration N (0-based) of the list: ``init`` and
+        ``optim.KEY`` may be set though the iteration lacks them (``optim`` keys are checked
+        against the recipe's at `pretrain`); everything else merges as usual. Raises
+        HarnessError for N out of range or an unknown key."""
+        recipe, overrides = dict(recipe), dict(overrides)
+        if isinstance(overrides.get("iterations"), dict) and "iterations" in recipe:
+            per_iteration = overrides.pop("iterations")
+            iterations = [dict(it) for it in recipe["iterations"]]
+            for index, body in per_iteration.items():
+                if not isinstance(body, dict) or not str(index).isdigit() or int(index) >= len(iterations):
+                    raise HarnessError(f"--set iterations.N.KEY=VALUE needs N in 0..{len(iterations) - 1}")
+                current, body = iterations[int(index)], dict(body)
+                if "init" in body and "init" not in current:  # optional: warm start or scratch
+                    current["init"] = "scratch"
+                if isinstance(body.get("optim"), dict):  # an iteration's own optimiser settings (names checked later)
+                    current["optim"] = {**current.get("optim", {}), **body.pop("optim")}
+                iterations[int(index)] = merge_config(current, body, f"iterations.{index}.")
+            recipe["iterations"] = iterations
+        return merge_config(recipe, overrides)
+
+    def pretrain(self, corpus: Path, out: Path, recipe: dict, progress: bool = True,
+                 reuse: Path | None = None) -> list[Path]:
+        return pretrain(corpus, out, recipe, progress, reuse)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from harness.training import data, runs
 from harness.training import hubert as pt
 from harness.errors import HarnessError
 from harness.upstream import load_upstream
@@ -63,17 +64,17 @@ def test_target_quality_matches_a_hand_computed_case():
 
 
 def test_span_mask_is_seeded_and_covers_spans():
-    a = pt.span_mask(3, 100, 0.08, 10, torch.Generator().manual_seed(5))
-    b = pt.span_mask(3, 100, 0.08, 10, torch.Generator().manual_seed(5))
+    a = data.span_mask(3, 100, 0.08, 10, torch.Generator().manual_seed(5))
+    b = data.span_mask(3, 100, 0.08, 10, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
     assert 0.3 < a.float().mean() < 0.85  # 8 starts x 10 frames with overlaps
 
 
 def test_batches_are_stable_and_cover_every_utterance():
     lengths = [16000 + 997 * i for i in range(60)]
-    one = pt.StepBatches(lengths, 8.0, 2.0, seed=3)
-    two = pt.StepBatches(lengths, 8.0, 2.0, seed=3)
-    first_epoch = pt.epoch_batches(lengths, 8.0, 2.0, 3, 0)
+    one = data.StepBatches(lengths, 8.0, 2.0, seed=3)
+    two = data.StepBatches(lengths, 8.0, 2.0, seed=3)
+    first_epoch = data.epoch_batches(lengths, 8.0, 2.0, 3, 0)
     assert sorted(i for b in first_epoch for i in b) == list(range(60))
     assert [two[s] for s in range(40)] == [one[s] for s in range(40)]
     assert all(min(min(lengths[i] for i in b), 32000) * len(b) <= 8 * 16000 or len(b) == 1 for b in first_epoch)
@@ -204,7 +205,7 @@ def test_cli_reports_a_bad_target_layer_in_one_line(tiny_corpus, tmp_path):
 
 def test_shipped_float16_checkpoints_load_as_float32_and_match(finished, tmp_path):
     out, _ = finished
-    shipped = pt.ship(out, tmp_path / "ship", every=16)
+    shipped = runs.ship(out, tmp_path / "ship", every=16)
     names = sorted(str(p.relative_to(tmp_path / "ship")) for p in shipped)
     assert names == ["it1/step_000016", "it1/step_000024", "it2/step_000008"]
     assert load_file(shipped[0] / "model.safetensors")["encoder.layers.0.attention.k_proj.weight"].dtype == torch.float16
@@ -222,13 +223,13 @@ def test_shipping_again_replaces_the_folder_and_takes_one_interval_per_iteration
     out, _ = finished
     dest = tmp_path / "ship"
     (dest / "it2" / "step_000004").mkdir(parents=True)  # a checkpoint of some earlier run
-    shipped = pt.ship(out, dest, every=[8, 16])
+    shipped = runs.ship(out, dest, every=[8, 16])
     assert sorted(str(p.relative_to(dest)) for p in shipped) == ["it1/step_000008", "it1/step_000016",
                                                                    "it1/step_000024", "it2/step_000008"]
     assert sorted(str(p.relative_to(dest)) for p in dest.glob("it*/step_*")) == sorted(
         str(p.relative_to(dest)) for p in shipped)  # the stale it2/step_000004 is gone
     with pytest.raises(HarnessError, match="intervals"):
-        pt.ship(out, dest, every=[8])
+        runs.ship(out, dest, every=[8])
 
 
 def test_shipped_checkpoints_come_from_the_default_recipe():
@@ -281,7 +282,7 @@ def test_iteration_2_can_start_from_a_shipped_float16_run(finished, tiny_corpus,
     provenance says so; a shipped folder whose iteration 1 stopped early is not reusable."""
     source, _ = finished
     shipped = tmp_path / "shipped"
-    pt.ship(source, shipped, every=16)
+    runs.ship(source, shipped, every=16)
     recipe = tiny_recipe()
     recipe["iterations"][1]["clusters"] = 6  # a variant of iteration 2
     out = tmp_path / "variant"
@@ -304,11 +305,11 @@ def test_iteration_2_can_start_from_a_shipped_float16_run(finished, tiny_corpus,
 
 def test_ship_keeps_exactly_the_listed_steps_and_checks_them_before_training(finished, tmp_path):
     source, _ = finished
-    shipped = pt.ship(source, tmp_path / "s", steps=[8])
+    shipped = runs.ship(source, tmp_path / "s", steps=[8])
     assert sorted(str(p.relative_to(tmp_path / "s")) for p in shipped) == \
         ["it1/step_000008", "it1/step_000024", "it2/step_000008"]  # each iteration's last always
     with pytest.raises(HarnessError, match=r"no checkpoint at step\(s\) \[5\]"):
-        pt.ship(source, tmp_path / "t", steps=[5, 8])
+        runs.ship(source, tmp_path / "t", steps=[5, 8])
     assert not (tmp_path / "t").exists()
     for flags, message in ((["--ship", str(tmp_path / "u"), "--ship-steps", "6x"], "--ship-steps expects"),
                            (["--ship-steps", "600"], "need --ship DIR"),

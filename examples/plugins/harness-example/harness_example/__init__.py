@@ -1,1 +1,2 @@
-"""Example harness plugins: a task (``action``) and an upstream backend (``energy``)."""
+"""Example harness plugins: a task (``action``), an upstream backend (``energy``), an
+analysis (``norms``) and a pretraining recipe (``mam``)."""
