@@ -1,0 +1,77 @@
+"""Per-utterance (per-trial for ASV) outcomes from the records each s3prl expert's ``forward`` fills.
+
+Each outcome carries s3prl's own utterance name (``name``) and the harness-style id (``id``) where
+the two differ, so the lead can join them with the harness's outcomes and bootstrap both:
+- PR: ``errors`` and ``length`` in phones, exactly as ``ctc/metric.py``'s ``wer`` counts them
+  (``split(' ')`` on both strings), so sum(errors) / sum(length) is the logged PER;
+- ASR: word ``errors`` and ``length`` as ``asr/expert.py``'s ``_compute_metrics`` counts them;
+- IC, SID, KS, ER: ``correct`` (0/1), ``predicted`` and ``truth``;
+- ASV: one outcome per trial: ``label`` (1 = same speaker), cosine ``score``, the two utterances.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import editdistance
+
+
+def _text_errors(name, hyp, ref):
+    return {"id": name, "errors": int(editdistance.eval(hyp, ref)), "length": len(ref)}
+
+
+def _ctc(records, expert):
+    return [dict(_text_errors(f, h.split(" "), r.split(" ")), hypothesis=h, reference=r)
+            for f, h, r in zip(records["filename"], records["hypothesis"], records["groundtruth"])]
+
+
+def _asr(records, expert):
+    return [dict(_text_errors(f, p, t), hypothesis=" ".join(p), reference=" ".join(t))
+            for f, p, t in zip(records["filenames"], records["pred_words"], records["target_words"])]
+
+
+def _classes(predict_key, truth_key, to_id=lambda name: name):
+    def extract(records, expert):
+        return [{"id": to_id(f), "name": f, "correct": int(a), "predicted": _plain(p), "truth": _plain(t)}
+                for f, a, p, t in zip(records["filename"], records["acc"], records[predict_key], records[truth_key])]
+    return extract
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _vox_id(name: str) -> str:
+    # s3prl: "id10001-VIDEO-00001" -> the iden_split path "id10001/VIDEO/00001.wav"
+    speaker, video, n = name.split("-", 1)[0], name.split("-", 1)[1].rsplit("-", 1)[0], name.rsplit("-", 1)[1]
+    return f"{speaker}/{video}/{n}.wav"
+
+
+def _ks_id(name: str) -> str:
+    # s3prl: "<class folder>-<file>"; test-view files of other words are "<word>_<file>" under _unknown_
+    folder, _, file = name.partition("-")
+    return f"{folder}/{file}"
+
+
+def _asv(records, expert):
+    def utt(path):
+        return "/".join(Path(path).parts[-3:])
+
+    pairs = expert.test_dataset.pair_table
+    return [{"label": int(label), "score": float(score), "enrol": utt(a), "test": utt(b)}
+            for (label, a, b), score in zip(pairs, records["scores"])]
+
+
+EXTRACT = {
+    "ctc": _ctc,
+    "asr": _asr,
+    "fluent_commands": _classes("predict", "truth"),
+    "voxceleb1": _classes("predict_speaker", "truth_speaker", _vox_id),
+    "speech_commands": _classes("predict", "truth", _ks_id),
+    "emotion": _classes("predict", "truth"),
+    "sv_voxceleb1": _asv,
+}
+
+
+def outcomes(folder: str, records, expert) -> list[dict]:
+    return EXTRACT[folder](records, expert)
