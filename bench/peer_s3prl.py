@@ -164,6 +164,7 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default=",".join(recipes.TASKS))
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer updates per task")
     p.add_argument("--asr-steps", type=int, default=DEFAULT_ASR_STEPS, help="optimizer updates for asr")
+    p.add_argument("--task-steps", default="", help="per-task overrides, e.g. asv=200,asr=8")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--upstream", default="fbank", help="s3prl.hub name, or NAME=CKPT (hf_hubert_custom=DIR)")
     p.add_argument("--eval-step", type=int, default=None, help="score dev every N steps, test on the best")
@@ -182,9 +183,14 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = args.out or _default_out(args.upstream)
+    try:
+        overrides = {k.strip(): int(v) for k, v in (kv.split("=") for kv in args.task_steps.split(",") if kv.strip())}
+    except ValueError:
+        print(f"error: --task-steps wants TASK=N[,TASK=N], got {args.task_steps!r}", file=sys.stderr)
+        return 2
     records, start = [], time.perf_counter()
     for task in tasks:
-        steps = args.asr_steps if task == "asr" else args.steps
+        steps = overrides.get(task, args.asr_steps if task == "asr" else args.steps)
         print(f"[peer_s3prl] {task}: {steps} steps, seed {args.seed}, upstream {args.upstream}", flush=True)
         r = run_s3prl(task, data_root, steps, args.seed, out, args.upstream, args.eval_step, args.num_workers)
         print(f"[peer_s3prl] {task}: {r['status']} {r.get('reason', '')} ({r['wall_seconds']:.0f} s)", flush=True)

@@ -127,7 +127,7 @@ def run(recipe: Recipe, upstream_spec: str, steps: int, seed: int, expdir, eval_
                     features, _ = specaug(features)
                 loss = expert("train", features, *others, records=defaultdict(list))
             (loss / accumulate).backward()
-            losses.append(float(loss))
+            losses.append(loss.item())
             batches += 1
             backward += 1
             if backward % accumulate:
@@ -170,6 +170,7 @@ def run(recipe: Recipe, upstream_spec: str, steps: int, seed: int, expdir, eval_
         "featurizer_parameters": trainable_parameters(featurizer),
         "upstream_dim": featurizer.output_dim, "upstream_rate": featurizer.downsample_rate,
         "layers": getattr(featurizer, "layer_num", 1),
+        "train_items": len(expert.train_dataset) if hasattr(expert, "train_dataset") else None,
         "steps": step, "loader_passes": epoch, "batches": batches, "nan_steps": nan_steps,
         "seconds_per_step": float(np.mean(timed)), "seconds_per_step_median": float(np.median(timed)),
         "train_seconds": train_seconds, "final_loss": float(np.mean(losses[-10 * accumulate:])) if losses else None,

@@ -44,18 +44,25 @@ def _plain(value):
 def _vox_id(name: str) -> str:
     # s3prl: "id10001-VIDEO-00001" -> the iden_split path "id10001/VIDEO/00001.wav"
     speaker, video, n = name.split("-", 1)[0], name.split("-", 1)[1].rsplit("-", 1)[0], name.rsplit("-", 1)[1]
-    return f"{speaker}/{video}/{n}.wav"
+    return f"{speaker}/{video}/{n}"
 
 
 def _ks_id(name: str) -> str:
-    # s3prl: "<class folder>-<file>"; test-view files of other words are "<word>_<file>" under _unknown_
-    folder, _, file = name.partition("-")
+    # s3prl: "<class folder>-<file>.wav"; the fallback test view names other words "<word>_<file>" under _unknown_
+    folder, _, file = name.removesuffix(".wav").partition("-")
+    if folder == "_unknown_" and "_nohash_" in file.partition("_")[2]:
+        folder, _, file = file.partition("_")
     return f"{folder}/{file}"
+
+
+def _fsc_id(name: str) -> str:
+    # s3prl: the file stem "<speakerId>-NNNN"; harness: "wavs/speakers/<speakerId>/<stem>"
+    return f"wavs/speakers/{name.rsplit('-', 1)[0]}/{name}"
 
 
 def _asv(records, expert):
     def utt(path):
-        return "/".join(Path(path).parts[-3:])
+        return "/".join(Path(path).parts[-3:]).removesuffix(".wav")
 
     pairs = expert.test_dataset.pair_table
     return [{"label": int(label), "score": float(score), "enrol": utt(a), "test": utt(b)}
@@ -65,7 +72,7 @@ def _asv(records, expert):
 EXTRACT = {
     "ctc": _ctc,
     "asr": _asr,
-    "fluent_commands": _classes("predict", "truth"),
+    "fluent_commands": _classes("predict", "truth", _fsc_id),
     "voxceleb1": _classes("predict_speaker", "truth_speaker", _vox_id),
     "speech_commands": _classes("predict", "truth", _ks_id),
     "emotion": _classes("predict", "truth"),
