@@ -89,23 +89,27 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def run_s3prl(task: str, data_root, steps: int, seed: int, out, upstream: str = "fbank",
-              eval_step: int | None = None, num_workers: int = 0, log=print) -> dict:
-    """Train and score s3prl's own expert for ``task``; writes and returns ``<out>/<task>.json``.
+              eval_step: int | None = None, num_workers: int = 0, er_fold: int = 1, log=print) -> dict:
+    """Train and score s3prl's own expert for ``task``; writes and returns ``<out>/<task>.json``
+    (ER with ``er_fold`` k > 1: ``er<k>.json``).
 
     The record has ``status`` "ok" or "cannot run" (with ``reason``, one line). Metrics are
     fractions (accuracy, PER, WER, EER); ``test_outcomes`` are per utterance (ASV: per trial).
     """
     out = Path(out)
+    name = task if task != "er" or er_fold == 1 else f"er{er_fold}"  # the record is <out>/<name>.json
     record = {"task": task, "side": "s3prl", "upstream": upstream, "seed": seed, "steps_requested": steps,
               "data_root": str(data_root), "eval_step": eval_step, "num_workers": num_workers}
+    if task == "er":
+        record["er_fold"] = er_fold
     start = time.perf_counter()
     try:
         missing = _missing_modules()
         if missing:
             raise RuntimeError(f"python modules missing: {', '.join(missing)} (pip install {' '.join(missing)})")
         record["versions"] = _versions()
-        workdir = out / f"{task}.work"
-        recipe = recipes.build(task, Path(data_root), workdir, num_workers)
+        workdir = out / f"{name}.work"
+        recipe = recipes.build(task, Path(data_root), workdir, num_workers, er_fold)
         notes = patches.apply(task, workdir, recipe.speaker_count) + recipe.notes
         from peer import libriphone, loop, outcomes
 
@@ -124,10 +128,10 @@ def run_s3prl(task: str, data_root, steps: int, seed: int, out, upstream: str = 
         record.setdefault("dev", None)
     except Exception as exc:  # one line per task that cannot run; the traceback goes to the work folder
         record.update(status="cannot run", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        (out / f"{task}.work").mkdir(parents=True, exist_ok=True)
-        (out / f"{task}.work" / "traceback.txt").write_text(traceback.format_exc())
+        (out / f"{name}.work").mkdir(parents=True, exist_ok=True)
+        (out / f"{name}.work" / "traceback.txt").write_text(traceback.format_exc())
     record["wall_seconds"] = time.perf_counter() - start
-    _write_json(out / f"{task}.json", record)
+    _write_json(out / f"{name}.json", record)
     return record
 
 
@@ -168,6 +172,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--upstream", default="fbank", help="s3prl.hub name, or NAME=CKPT (hf_hubert_custom=DIR)")
     p.add_argument("--eval-step", type=int, default=None, help="score dev every N steps, test on the best")
+    p.add_argument("--er-fold", type=int, default=1, choices=range(1, 6), help="ER test session")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (recipes: 6-24)")
     p.add_argument("--data-root", type=Path, default=None, help="corpus root (default: the embedded corpus)")
     p.add_argument("--out", type=Path, default=None, help="default: $HARNESS_HOME/peer_s3prl/<upstream>")
@@ -192,7 +197,8 @@ def main(argv=None) -> int:
     for task in tasks:
         steps = overrides.get(task, args.asr_steps if task == "asr" else args.steps)
         print(f"[peer_s3prl] {task}: {steps} steps, seed {args.seed}, upstream {args.upstream}", flush=True)
-        r = run_s3prl(task, data_root, steps, args.seed, out, args.upstream, args.eval_step, args.num_workers)
+        r = run_s3prl(task, data_root, steps, args.seed, out, args.upstream, args.eval_step, args.num_workers,
+                      args.er_fold)
         print(f"[peer_s3prl] {task}: {r['status']} {r.get('reason', '')} ({r['wall_seconds']:.0f} s)", flush=True)
         records.append(r)
     print(table(records))

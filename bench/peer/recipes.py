@@ -306,7 +306,9 @@ def _er(root: Path, work: Path, workers: int, fold: int = 1) -> Recipe:
 BUILDERS = {"pr": _pr, "asr": _asr, "ic": _ic, "sid": _sid, "asv": _asv, "ks": _ks, "er": _er}
 
 
-def build(task: str, data_root: Path, workdir: Path, num_workers: int = 0) -> Recipe:
+def build(task: str, data_root: Path, workdir: Path, num_workers: int = 0, er_fold: int = 1) -> Recipe:
     """The recipe for ``task`` on the corpus at ``data_root``; adapters are written under ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
+    if task == "er":
+        return _er(Path(data_root), workdir, num_workers, er_fold)
     return BUILDERS[task](Path(data_root), workdir, num_workers)
