@@ -1,7 +1,9 @@
 """s3prl 0.4.18 itself on SUPERB's recipes, on the embedded corpus: the s3prl side of issue 22.
 
     python bench/peer_s3prl.py [--tasks pr,sid,ic,ks,er,asv,asr] [--steps 200] [--asr-steps 50]
-        [--seed 0] [--upstream fbank] [--eval-step N] [--data-root DIR] [--out DIR]
+        [--task-steps asv=200,asr=5] [--seed 0] [--upstream fbank] [--eval-step N] [--er-fold K]
+        [--data-root DIR] [--out DIR]
+    python bench/peer_s3prl.py --show DIR      # the table of records already written
 
 For each task it builds s3prl's own ``DownstreamExpert`` (``s3prl.downstream.<folder>.expert``)
 with the config dict of SUPERB's published ``config.yaml`` (``bench/peer/recipes.py``), the
@@ -125,6 +127,7 @@ def run_s3prl(task: str, data_root, steps: int, seed: int, out, upstream: str = 
             record[f"{split}_step"] = r["step"]
             record[f"{split}_eval_seconds"] = r["seconds"]
         record["test_outcomes"] = outcomes.outcomes(recipe.folder, results["test"]["records"], expert)
+        record["test_interval"] = outcomes.interval(record)  # 95% percentile bootstrap, 1000 resamples
         record.setdefault("dev", None)
     except Exception as exc:  # one line per task that cannot run; the traceback goes to the work folder
         record.update(status="cannot run", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -140,13 +143,15 @@ def _fmt(value, digits=3):
 
 
 def table(records: list[dict]) -> str:
-    lines = ["| task | metric | head params | dev | test | s/step | steps | wall s |",
+    lines = ["| task | metric | head params | dev | test [95% bootstrap] | s/step | steps | wall s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in records:
         if r["status"] != "ok":
             lines.append(f"| {r['task']} | cannot run: {r['reason']} | | | | | | {r['wall_seconds']:.0f} |")
             continue
-        lines.append(f"| {r['task']} | {r['metric']} | {r['head_parameters']:,} | {_fmt(r['dev'])} | {_fmt(r['test'])} "
+        lo_hi = r.get("test_interval")
+        test = _fmt(r["test"]) + (f" [{_fmt(lo_hi[0])}, {_fmt(lo_hi[1])}]" if lo_hi else "")
+        lines.append(f"| {r['task']} | {r['metric']} | {r['head_parameters']:,} | {_fmt(r['dev'])} | {test} "
                      f"| {r['seconds_per_step']:.2f} | {r['steps']} | {r['wall_seconds']:.0f} |")
     return "\n".join(lines)
 
@@ -176,7 +181,15 @@ def main(argv=None) -> int:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (recipes: 6-24)")
     p.add_argument("--data-root", type=Path, default=None, help="corpus root (default: the embedded corpus)")
     p.add_argument("--out", type=Path, default=None, help="default: $HARNESS_HOME/peer_s3prl/<upstream>")
+    p.add_argument("--show", type=Path, default=None, help="only print the table of the records in this folder")
     args = p.parse_args(argv)
+    if args.show:
+        shown = [json.loads(f.read_text()) for f in sorted(args.show.glob("*.json"))]
+        if not shown:
+            print(f"error: no records (*.json) in {args.show}", file=sys.stderr)
+            return 2
+        print(table(shown))
+        return 0
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in recipes.TASKS]
     if unknown:
@@ -202,6 +215,8 @@ def main(argv=None) -> int:
         print(f"[peer_s3prl] {task}: {r['status']} {r.get('reason', '')} ({r['wall_seconds']:.0f} s)", flush=True)
         records.append(r)
     print(table(records))
+    print("s/step: seconds per optimizer update (accumulation included), mean after the first 3; "
+          "interval: percentile bootstrap over test utterances (ASV: trials)")
     print(f"total wall time {time.perf_counter() - start:.0f} s; records in {out}")
     return 0 if all(r["status"] == "ok" for r in records) else 1
 

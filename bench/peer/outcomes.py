@@ -82,3 +82,33 @@ EXTRACT = {
 
 def outcomes(folder: str, records, expert) -> list[dict]:
     return EXTRACT[folder](records, expert)
+
+
+def interval(record: dict, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the test metric over the test outcomes (ASV: over trials).
+
+    Accuracy: mean of ``correct``; PER/WER: sum(errors) / sum(length); EER: s3prl's ``EER`` on the
+    resampled trials. None when the record has no outcomes.
+    """
+    import numpy as np
+
+    rows = record.get("test_outcomes") or []
+    if not rows:
+        return None
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(rows), size=(resamples, len(rows)))
+    if "correct" in rows[0]:
+        correct = np.array([r["correct"] for r in rows], dtype=float)
+        values = correct[picks].mean(axis=1)
+    elif "errors" in rows[0]:
+        errors = np.array([r["errors"] for r in rows], dtype=float)
+        lengths = np.array([r["length"] for r in rows], dtype=float)
+        values = errors[picks].sum(axis=1) / lengths[picks].sum(axis=1)
+    else:
+        from s3prl.downstream.sv_voxceleb1.utils import EER
+
+        labels = np.array([r["label"] for r in rows], dtype=int)
+        scores = np.array([r["score"] for r in rows], dtype=float)
+        values = np.array([EER(labels[p], scores[p])[0] for p in picks if 0 < labels[p].sum() < len(p)])
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
