@@ -184,7 +184,14 @@ def main(argv=None) -> int:
     p.add_argument("--show", type=Path, default=None, help="only print the table of the records in this folder")
     args = p.parse_args(argv)
     if args.show:
-        shown = [json.loads(f.read_text()) for f in sorted(args.show.glob("*.json"))]
+        from peer.outcomes import interval
+
+        order = {t: i for i, t in enumerate(recipes.TASKS)}
+        shown = sorted((json.loads(f.read_text()) for f in args.show.glob("*.json")),
+                       key=lambda r: (order.get(r.get("task"), 99), r.get("er_fold", 1)))
+        for r in shown:
+            if r.get("status") == "ok" and "test_interval" not in r:
+                r["test_interval"] = interval(r)  # records written before intervals were stored
         if not shown:
             print(f"error: no records (*.json) in {args.show}", file=sys.stderr)
             return 2
