@@ -14,7 +14,8 @@ if [ "$(cat "$VENV/.harness-stamp" 2>/dev/null || true)" != "$WANT" ]; then
     echo "[setup] installing pinned dependencies (first run: a few minutes, about 7.4 GB with torch)" >&2
     "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
     "$VENV/bin/python" -m pip install --quiet -r "$ROOT/requirements.lock" -r "$ROOT/requirements-test.txt" >&2
-    "$VENV/bin/python" -m pip install --quiet --no-deps -e "$ROOT" >&2
+    # the build backend's notice about editable installs (a banner of stars) says nothing to a user
+    PYTHONWARNINGS=ignore "$VENV/bin/python" -m pip install --quiet --no-deps -e "$ROOT" >&2
     echo "$WANT" > "$VENV/.harness-stamp"
 fi
 export PATH="$VENV/bin:$PATH"
