@@ -111,6 +111,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600 whatever the umask
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write() names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -4,6 +4,7 @@ Every case is a real process (the CLI), as a user would meet it."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -253,3 +254,37 @@ def test_a_long_file_runs_in_windows_on_the_files_frame_grid(tiny_corpus):
     finally:
         extract.chunked_layers = real
     assert calls == [1]
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EROFS])
+def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_partial_file(tiny_corpus, tmp_path, monkeypatch, capsys,
+                                                                         err):
+    """Whatever writes (a feature cache while extracting, records, the leaderboard) the storage's
+    refusal is one line naming the file and exit 1; the temporary file is gone."""
+    import harness.fsutil
+    from harness.cli import main
+
+    real_replace = os.replace
+
+    def refuse(src, dst, *args, **kwargs):
+        if str(dst).endswith((".npy", ".json", ".md", ".csv", ".html", ".png", ".npz")):
+            raise OSError(err, os.strerror(err))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(harness.fsutil.os, "replace", refuse)
+    code = main(["run", "--upstream", "fbank", "--task", "sid", "--data-root", str(tiny_corpus), "--quiet",
+                 "--max-steps", "2", "--set", "val_interval=2", "--out", str(tmp_path / "out")])
+    err_text = capsys.readouterr().err
+    assert code == 1 and err_text.count("\n") == 1 and "Traceback" not in err_text, err_text
+    assert "cannot write" in err_text and os.strerror(err) in err_text and str(tmp_path / "home") in err_text
+    assert not [p for p in (tmp_path / "home").rglob("*.tmp*")]
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "results" / "fbank" / "sid", results / "fbank" / "sid")
+    code = main(["leaderboard", "--results", str(results), "--out", str(tmp_path / "board")])
+    err_text = capsys.readouterr().err
+    assert code == 1 and err_text.count("\n") == 1 and "Traceback" not in err_text, err_text
+    assert "cannot write" in err_text and str(tmp_path / "board") in err_text
+    assert not [p for p in (tmp_path / "board").rglob("*.tmp*")]

@@ -8,6 +8,7 @@ Only argparse is imported at start-up; each command imports what it needs when i
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import signal
 import sys
@@ -15,6 +16,9 @@ import threading
 from typing import Callable, Sequence
 
 from harness.cli import analyze, corpus, reports, run, train, upstreams
+
+#: errno values of a storage that refuses writes (full, read-only, quota, permission)
+STORAGE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
 
 #: command groups in the order ``harness --help`` lists them
 GROUPS = (corpus, upstreams, run, train, reports, analyze)
@@ -76,6 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print("harness: terminated (SIGTERM); re-run the same command to resume", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRORS or os.environ.get("HARNESS_DEBUG") == "1":
+            raise
+        # a full disk, a read-only or forbidden folder: every writer replaces files atomically, so
+        # nothing half-written is left, and re-running resumes once there is room
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"harness: error: cannot write{where}: {exc.strerror or exc}; free space or choose a writable location, "
+              "then re-run the same command", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
