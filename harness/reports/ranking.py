@@ -1,9 +1,10 @@
 """Rank layers per (upstream, task) from result records, with bootstrap confidence.
 
 Pure functions over records (``*.json``) and their per-utterance outcomes
-(``*.outcomes.json``). The bootstrap resamples test utterances (paired across layers,
-so layer differences are tested on the same resamples) and, when several seeds exist,
-seeds too. Everything is seeded, so the same records give the same numbers.
+(``*.outcomes.npz``, or ``*.outcomes.json`` in older results). The bootstrap resamples test
+utterances (paired across layers, so layer differences are tested on the same resamples) and,
+when several seeds exist, seeds too. Everything is seeded, so the same records give the same
+numbers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from harness.records import (
     Outcomes,
     ResultRecord,
     UpstreamRef,
+    find_outcomes,
     is_record_file,
     outcomes_path,
     read_outcomes,
@@ -66,7 +68,7 @@ def load_records(results: Path, upstream: str | None = None, task: str | None = 
             raise HarnessError(f"{path} is not valid JSON; delete it or re-run the job that wrote it") from None
         if record is None:
             continue
-        if not outcomes_path(path).exists():
+        if find_outcomes(path) is None:
             raise HarnessError(f"{path} has no {outcomes_path(path).name}; the bootstrap needs per-utterance outcomes")
         if record.identity in seen:
             continue
@@ -75,7 +77,11 @@ def load_records(results: Path, upstream: str | None = None, task: str | None = 
             continue
         if task and task != record.task and not (task == "slu" and record.task == "ic"):
             continue
-        out.append(Record(path, record, read_outcomes(path)))
+        try:
+            outcomes = read_outcomes(path)
+        except ValueError as exc:
+            raise HarnessError(f"{exc}; delete it and its record or re-run the job that wrote them") from None
+        out.append(Record(path, record, outcomes))
     if not out:
         raise HarnessError(f"no result records under {results}" + (f" for {upstream}" if upstream else "")
                            + (f" / {task}" if task else ""))
