@@ -92,14 +92,68 @@ def _stat(outcomes: Outcomes, idx: np.ndarray) -> np.ndarray:
     """Metric of bootstrap replicates: ``idx`` is ``[replicates, n]`` utterance (or trial) indices."""
     num, den = np.asarray(outcomes.numerator, float), np.asarray(outcomes.denominator, float)
     if outcomes.kind == "verification":  # EER of each resampled set of trials
-        from harness.metrics import equal_error_rate
-
-        out = np.empty(len(idx))
-        for b, rows in enumerate(idx):
-            labels = den[rows] > 0.5
-            out[b] = equal_error_rate(num[rows], labels) if labels.any() and (~labels).any() else np.nan
-        return out
+        return _bootstrap_eer(num, den > 0.5, idx)
     return num[idx].sum(-1) / np.maximum(den[idx].sum(-1), 1e-12)
+
+
+def _record_stat(r: Record, idx: np.ndarray) -> np.ndarray:
+    """:func:`_stat` of one record; outcomes it cannot score (a NaN verification score) are one
+    line naming the record."""
+    try:
+        return _stat(r.outcomes, idx)
+    except ValueError as exc:
+        raise HarnessError(f"{r.path}: {exc}") from None
+
+
+_BLOCK = 1 << 21  # trials x replicates per block (memory: a few arrays of this many values)
+
+
+def _bootstrap_eer(scores: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """:func:`harness.metrics.equal_error_rate` of the trials ``idx[b]`` for every replicate b: the
+    same floats as calling it per replicate (NaN for a replicate without both target and
+    non-target trials), without sorting each replicate.
+
+    That function's operating points are the ends of blocks of equal scores, so a replicate's
+    detection curve only depends on how many target and non-target trials it drew per distinct
+    score: the scores are sorted once and each replicate counts its draws per block; the
+    rates and the interpolation are then the same operations on the same integers. Raises
+    ValueError for a score that is not finite, as that function does."""
+    if not np.isfinite(scores).all():
+        raise ValueError("detection errors need finite scores (a NaN score means an embedding of zero norm)")
+    order = np.argsort(-scores, kind="stable")
+    ordered = scores[order]
+    block = np.empty(len(order), dtype=np.int64)  # each trial's block of equal scores, best first
+    block[order] = np.concatenate([[0], np.cumsum(ordered[1:] != ordered[:-1])]) if len(order) else []
+    blocks = int(block.max()) + 1 if len(order) else 0
+    out = []
+    step = max(1, _BLOCK // max(idx.shape[1], 1))
+    for i in range(0, len(idx), step):
+        rows = idx[i:i + step]
+        # draws per (row, block, label): one count per bin of (row * blocks + block) * 2 + is_target
+        bins = ((block[rows] + (np.arange(len(rows)) * blocks)[:, None]) * 2 + labels[rows]).ravel()
+        drawn = np.bincount(bins, minlength=len(rows) * blocks * 2).reshape(len(rows), blocks, 2)
+        zero = np.zeros((len(rows), 1), dtype=np.int64)
+        out.append(_eer_curves(np.concatenate([zero, np.cumsum(drawn[:, :, 1], axis=1)], axis=1),
+                               np.concatenate([zero, np.cumsum(drawn[:, :, 0], axis=1)], axis=1)))
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def _eer_curves(at: np.ndarray, an: np.ndarray) -> np.ndarray:
+    """``equal_error_rate`` of each row of accepted target and non-target counts at successive
+    thresholds (``[rows, points]``, from 0 to all). A block no draw fell in repeats the point
+    before it, which moves no crossing; NaN for a row without both classes."""
+    targets, nontargets = at[:, -1:], an[:, -1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_miss = 1 - at / targets
+        p_fa = an / nontargets
+        diff = p_miss - p_fa
+        k = np.argmax(diff <= 0, axis=1)[:, None]
+        km = np.maximum(k - 1, 0)
+        d0, d1 = np.take_along_axis(diff, km, axis=1), np.take_along_axis(diff, k, axis=1)
+        w = np.where(d0 != d1, d0 / (d0 - d1), 0.0)
+        m0, m1 = np.take_along_axis(p_miss, km, axis=1), np.take_along_axis(p_miss, k, axis=1)
+        eer = np.where(k == 0, p_fa[:, :1], m0 + w * (m1 - m0))
+    return np.where((targets > 0) & (nontargets > 0), eer, np.nan)[:, 0]
 
 
 @dataclass
@@ -167,7 +221,7 @@ def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP) -> list[Rank
         scores: dict[str, LayerScore] = {}
         for probe, rs in sorted(by_probe.items()):
             rs = sorted(rs, key=lambda r: r.record.seed)
-            per_seed = np.stack([_stat(r.outcomes, idx) for r in rs])  # [seeds, B]
+            per_seed = np.stack([_record_stat(r, idx) for r in rs])  # [seeds, B]
             pick = seed_draw[:, : len(rs)] % len(rs)
             reps = np.take_along_axis(per_seed.T, pick, axis=1).mean(1)  # [B]
             reps = np.where(np.isnan(reps), np.nanmean(reps), reps)  # a replicate with one trial class only
