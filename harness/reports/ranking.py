@@ -29,6 +29,7 @@ from harness.records import (
     read_record,
     slug,
 )
+from harness.reports.figures import save_png
 
 N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 20240
@@ -168,6 +169,7 @@ class LayerScore:
     weights: list[float] | None = None
     not_worse: bool = False  # not significantly worse than the best single layer
     p_worse: float = 0.0  # bootstrap share of replicates where the best layer is not better
+    inputs: list[int] = field(default_factory=list)  # the layers a weighted sum is over, in weight order
 
 
 @dataclass
@@ -233,7 +235,7 @@ def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP) -> list[Rank
                 weights = list(np.mean([r.record.layer_weights for r in rs], axis=0))
             scores[probe] = LayerScore(probe, layer, rs[0].upstream.layer_name(layer), point,
                                        float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5)), len(rs),
-                                       weights)
+                                       weights, inputs=list(rs[0].record.layers))
         singles = sorted((s for s in scores.values() if isinstance(s.layer, int)), key=lambda s: s.layer)
         weighted = [s for s in scores.values() if not isinstance(s.layer, int)]
         ranking = Ranking(first.upstream, first.task, metric, hib, sid, first.setting(), singles, weighted,
@@ -323,23 +325,22 @@ def format_table(rankings: Sequence[Ranking], style: str = "table") -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def plot(r: Ranking, path: Path) -> Path:
-    """Metric vs layer with the 95% CI band (and the weighted sum), plus learned weights as bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def figure(r: Ranking):
+    """Metric vs layer with the 95% CI band (and the weighted sum), plus learned weights as bars
+    at the layers they weigh: a ``matplotlib.figure.Figure`` (no pyplot state to close)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     has_weights = any(s.weights for s in r.weighted)
-    fig, axes = plt.subplots(1, 2 if has_weights else 1, figsize=(9 if has_weights else 5.5, 3.4), dpi=100,
-                             squeeze=False)
+    fig = Figure(figsize=(9 if has_weights else 5.5, 3.4), dpi=100)
+    axes = fig.subplots(1, 2 if has_weights else 1, squeeze=False)
     ax = axes[0, 0]
     xs = [s.layer for s in r.layers]
-    if len(xs) == 1:  # a single-layer upstream: a point with its interval
+    if len(xs) == 1:  # one layer (a single-layer upstream, or `--layer 9`): a point with its interval
         s0 = r.layers[0]
         ax.errorbar(xs, [s0.score], yerr=[[s0.score - s0.ci_low], [s0.ci_high - s0.score]], fmt="o", capsize=6,
                     color="#1f5fa8", label="95% CI")
-        ax.set_xlim(-1, 1)
+        ax.set_xlim(s0.layer - 1, s0.layer + 1)
     else:
         ax.plot(xs, [s.score for s in r.layers], marker="o", color="#1f5fa8", label="single layer")
         ax.fill_between(xs, [s.ci_low for s in r.layers], [s.ci_high for s in r.layers], color="#1f5fa8", alpha=0.2,
@@ -349,8 +350,6 @@ def plot(r: Ranking, path: Path) -> Path:
     if r.layers:
         b = r.best
         ax.plot([b.layer], [b.score], marker="*", markersize=14, color="#15803d", linestyle="none", label="best")
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
     ax.set_ylabel(f"test {r.metric} ({'higher' if r.higher_is_better else 'lower'} is better)")
@@ -360,20 +359,20 @@ def plot(r: Ranking, path: Path) -> Path:
     if has_weights:
         s = next(s for s in r.weighted if s.weights)
         ax2 = axes[0, 1]
-        ax2.bar(range(len(s.weights)), s.weights, color="#c2410c")
+        at = s.inputs if len(s.inputs) == len(s.weights) else list(range(len(s.weights)))  # a subset: its layers
+        ax2.bar(at, s.weights, color="#c2410c")
         ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax2.set_xlabel("layer")
         ax2.set_ylabel("learned weight")
         ax2.set_title(f"{s.probe}: softmax weights", fontsize=9)
         ax2.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from harness.fsutil import atomic_path
+    return fig
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return path
+
+def plot(r: Ranking, path: Path) -> Path:
+    """:func:`figure` as a compact PNG at ``path`` (written atomically)."""
+    return save_png(figure(r), path)
 
 
 def plot_name(r: Ranking) -> str:
