@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from harness.records import MetricSpec, Outcomes, ResultRecord, UpstreamRef, write_record
+from harness.reports import leaderboard
 from harness.reports.figures import compact_png
+from harness.reports.leaderboard import PLOT_INDEX, build
 from harness.reports.ranking import figure, load_records, plot, rank
 
 
@@ -36,6 +38,65 @@ def results(tmp_path):
         probe(root, "modelB", layer, 1 - p)
     probe(root, "modelA", "weighted", 0.7, layers=[0, 1, 2], weights=[0.2, 0.3, 0.5])
     return root
+
+
+@pytest.fixture()
+def drawn(monkeypatch):
+    """The plots drawn during a test, in order."""
+    calls: list[str] = []
+
+    def counting(r, path):
+        calls.append(Path(path).name)
+        return plot(r, path)
+
+    monkeypatch.setattr(leaderboard, "plot", counting)
+    return calls
+
+
+def _files(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_ino) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_second_build_redraws_nothing_and_rewrites_nothing(results, tmp_path, drawn):
+    out = tmp_path / "board"
+    build(results, out)
+    assert len(drawn) == 2 and (out / "plots" / PLOT_INDEX).is_file()
+    first = _files(out)
+    drawn.clear()
+    build(results, out)
+    assert drawn == [] and _files(out) == first  # same bytes, same files (no rename over them)
+
+
+def test_a_changed_record_redraws_exactly_its_plot(results, tmp_path, drawn):
+    out = tmp_path / "board"
+    build(results, out)
+    before = _files(out)
+    probe(results, "modelB", 1, 0.9)  # a new measurement of one layer of modelB
+    drawn.clear()
+    build(results, out)
+    assert len(drawn) == 1 and drawn[0].startswith("ic__modelB__")
+    after = _files(out)
+    changed = {name for name in after if after[name] != before[name]}
+    assert changed == {f"plots/{drawn[0]}", f"plots/{PLOT_INDEX}", "LEADERBOARD.md", "leaderboard.csv", "index.html"}
+    # and the incremental result is what a build from scratch writes
+    fresh = tmp_path / "fresh"
+    build(results, fresh)
+    assert {k: v[0] for k, v in _files(fresh).items()} == {k: v[0] for k, v in after.items()}
+
+
+def test_a_plot_altered_or_lost_on_disk_is_redrawn(results, tmp_path, drawn):
+    out = tmp_path / "board"
+    build(results, out)
+    a, b = sorted((out / "plots").glob("*.png"))
+    a.write_bytes(b"edited by hand")
+    b.unlink()
+    drawn.clear()
+    build(results, out)
+    assert sorted(drawn) == sorted([a.name, b.name]) and Image.open(a).size[0] > 100
+    (out / "plots" / PLOT_INDEX).write_text("{not json")  # a broken index: everything is redrawn, nothing fails
+    drawn.clear()
+    build(results, out)
+    assert len(drawn) == 2
 
 
 def test_a_single_layer_run_at_layer_9_is_in_view(tmp_path):
