@@ -3,8 +3,9 @@
 Deterministic: the same records give byte-identical files (sorted inputs, fixed number
 formats, PNGs without timestamps). One table per measurement setting (task, corpus,
 task config, harness version): numbers measured differently never share a column.
-The HTML is self-contained (inline CSS/JS, images as data URIs): it works from
-``file://`` with no network.
+The HTML has its CSS and JS inline and shows the plots from ``plots/`` beside it (relative
+links): it works from ``file://`` with no network. (It embedded every plot as a data URI
+before, which repeated each PNG a third larger inside the page.)
 
 Regeneration is incremental: ``plots/index.json`` keeps, per plot, a hash of what it is drawn
 from (the ranking, the drawing code, the Matplotlib and Pillow versions) and of the PNG
@@ -15,7 +16,6 @@ changes.
 
 from __future__ import annotations
 
-import base64
 import csv
 import dataclasses
 import hashlib
@@ -28,6 +28,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import quote
 
 from harness.fsutil import sha256_file, write_json, write_text
 from harness.reports import figures
@@ -182,7 +183,7 @@ def build(results: Path, out: Path) -> list[Path]:
 
     # HTML
     def img(p: Path) -> str:
-        return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()
+        return html.escape(f"plots/{quote(p.name)}")
 
     parts = [_HTML_HEAD]
     for (task, setting), rs in groups.items():

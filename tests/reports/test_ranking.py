@@ -173,7 +173,7 @@ def test_html_renders_in_headless_chromium(results, tmp_path):
         "</body>", "<script>window.addEventListener('load',function(){document.body.setAttribute('data-ok',"
         "[].filter.call(document.images,function(i){return i.complete&&i.naturalWidth>0}).length+'/'+"
         "document.images.length+'/'+document.querySelectorAll('table tbody tr').length);});</script></body>")
-    checked = tmp_path / "checked.html"
+    checked = out / "checked.html"  # beside the page: the plots are linked relative to it
     checked.write_text(probe)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
