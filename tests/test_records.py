@@ -168,3 +168,34 @@ def test_every_committed_record_is_consistent():
         else:
             assert len(outcomes.ids) == rec.test_utterances
         assert outcomes.value == pytest.approx(rec.score, abs=1e-12), path
+
+
+def test_the_upgrade_script_converts_an_old_results_folder(tmp_path):
+    """scripts/upgrade_outcomes.py: every JSON outcomes file becomes an archive reading back equal
+    (NaN included); a second run finds nothing; a broken file is one line and a non-zero exit."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "upgrade_outcomes.py"
+    kept = {}
+    for i, out in enumerate([Outcomes.accuracy(["a", "é"], [1, 0], [3, 2]),
+                             Outcomes.verification(["a|b", "c|d"], [float("nan"), 0.25], [1, 0]),
+                             Outcomes.error_rate(["x"], [2], [7], word_errors=[1], word_lengths=[3])]):
+        path = write_record(tmp_path / "res", _record(probe=f"layer_{i}", layer=i), out)
+        kept[path] = out.to_json()
+        _legacy(path, out)
+    run = subprocess.run([sys.executable, str(script), str(tmp_path / "res")], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and "3 outcomes files converted" in run.stdout, run.stderr
+    assert not list((tmp_path / "res").rglob("*.outcomes.json"))
+    for path, data in kept.items():
+        assert json.dumps(read_outcomes(path).to_json()) == json.dumps(data)  # NaN prints as NaN on both sides
+    again = subprocess.run([sys.executable, str(script), str(tmp_path / "res")], capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0 and "0 outcomes files converted" in again.stdout
+    broken = next(iter(kept)).with_name("layer_9_seed0.outcomes.json")
+    broken.write_text("{not json")
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "res")], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "layer_9_seed0.outcomes.json" in bad.stderr
+    assert broken.exists()
