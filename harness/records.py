@@ -3,7 +3,9 @@
 This is the contract between the engine (which writes records) and everything that reads
 them (report, leaderboard, trajectory, recommend, benchmark). One record per (upstream,
 task, probe, seed) is stored as ``OUT/UPSTREAM/TASK/SETTING/PROBE_seedN.json`` with its
-per-utterance :class:`Outcomes` beside it in ``PROBE_seedN.outcomes.json``.
+per-utterance :class:`Outcomes` beside it in ``PROBE_seedN.outcomes.npz`` (a compressed NumPy
+archive of plain arrays, read with ``allow_pickle=False``; results written before it have
+``PROBE_seedN.outcomes.json``, which every reader still accepts).
 
 A record holds two kinds of fields:
 - what the numbers depend on (upstream weights, task config, corpus content, seed, steps,
@@ -16,11 +18,15 @@ A record holds two kinds of fields:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
 
 #: record format; readers accept every format listed in READABLE_FORMATS
 FORMAT = 2
@@ -246,22 +252,115 @@ def record_path(out: Path, record: ResultRecord) -> Path:
     return Path(out) / record.upstream.folder / record.task / record.setting_id / f"{record.probe}_seed{record.seed}.json"
 
 
+#: per-utterance outcomes as written now, and as written before (still read)
+OUTCOMES_SUFFIX = ".outcomes.npz"
+JSON_OUTCOMES_SUFFIX = ".outcomes.json"
+_ARCHIVE_FORMAT = 1
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same outcomes give the same bytes
+
+
 def outcomes_path(path: Path) -> Path:
-    return Path(path).with_name(Path(path).name[: -len(".json")] + ".outcomes.json")
+    """Where :func:`write_record` stores the outcomes of the record file ``path``
+    (``PROBE_seedN.outcomes.npz``); :func:`find_outcomes` also finds older JSON outcomes."""
+    return Path(path).with_name(Path(path).name[: -len(".json")] + OUTCOMES_SUFFIX)
+
+
+def find_outcomes(path: Path) -> Path | None:
+    """The outcomes file of the record file ``path``: the compressed archive, else the JSON
+    that results written before it hold; None when it has neither."""
+    stem = Path(path).name[: -len(".json")]
+    for suffix in (OUTCOMES_SUFFIX, JSON_OUTCOMES_SUFFIX):
+        candidate = Path(path).with_name(stem + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _column(values: Sequence) -> np.ndarray | None:
+    """A per-utterance list as the narrowest exact array: integers in the smallest integer type
+    holding them, floats as float64 (NaN included), booleans as booleans; None when it holds
+    anything else (strings, None, nested lists)."""
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if arr.ndim != 1 or arr.dtype.kind not in "biuf":
+        return None
+    if arr.dtype.kind in "iu" and arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        for dtype in (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64):
+            if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
+                return arr.astype(dtype)
+    return arr.astype(np.float64) if arr.dtype.kind == "f" else arr
+
+
+def outcomes_to_bytes(outcomes: Outcomes) -> bytes:
+    """The ``.outcomes.npz`` archive of ``outcomes``: plain arrays only (no pickled objects),
+    deflate-compressed, byte-identical for identical outcomes. Member ``meta`` is JSON (ASCII,
+    as a byte array): the kind, the ids, and the columns in order (numerator, denominator, then
+    the ``extra`` lists), each either ``["NAME", "array"]``, stored as member ``columnI``, or
+    ``["NAME", "json", VALUES]`` for a list that is not numbers."""
+    columns = [("numerator", outcomes.numerator), ("denominator", outcomes.denominator),
+               *((f"extra:{k}", v) for k, v in outcomes.extra.items())]
+    meta = {"format": _ARCHIVE_FORMAT, "kind": outcomes.kind, "ids": list(outcomes.ids), "columns": []}
+    arrays = {}
+    for i, (name, values) in enumerate(columns):
+        arr = _column(values)
+        if arr is None:
+            meta["columns"].append([name, "json", list(values)])
+        else:
+            meta["columns"].append([name, "array"])
+            arrays[f"column{i}"] = arr
+    arrays = {"meta": np.frombuffer(json.dumps(meta).encode("ascii"), np.uint8), **arrays}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", _ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w") as fh:
+                np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def outcomes_from_bytes(data: bytes) -> Outcomes:
+    """Read an archive written by :func:`outcomes_to_bytes` (``allow_pickle=False``).
+
+    Raises ValueError when ``data`` is not such an archive or its columns disagree in length."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            meta = json.loads(archive["meta"].tobytes().decode("ascii"))
+            if meta.get("format") != _ARCHIVE_FORMAT:
+                raise ValueError(f"outcomes archive format {meta.get('format')!r} is not readable by this harness")
+            values = {column[0]: archive[f"column{i}"].tolist() if column[1] == "array" else column[2]
+                      for i, column in enumerate(meta["columns"])}
+            extra = {name[len("extra:"):]: v for name, v in values.items() if name.startswith("extra:")}
+            return Outcomes(meta["ids"], values["numerator"], values["denominator"], meta["kind"], extra)
+    except (OSError, KeyError, IndexError, TypeError, AttributeError, EOFError, zipfile.BadZipFile,
+            UnicodeDecodeError) as exc:
+        raise ValueError(f"not an outcomes archive ({type(exc).__name__}: {exc})") from None
+
+
+def write_outcomes(path: Path, outcomes: Outcomes) -> None:
+    """Write ``outcomes`` to ``path`` (an ``.outcomes.npz``) atomically (temporary name, rename)."""
+    from harness.fsutil import write_bytes
+
+    write_bytes(path, outcomes_to_bytes(outcomes))
 
 
 def write_record(out: Path, record: ResultRecord, outcomes: Outcomes) -> Path:
-    """Write outcomes then the record (a record on disk always has its outcomes); atomic."""
+    """Write outcomes then the record (a record on disk always has its outcomes); atomic.
+    Outcomes in the older JSON form beside a rewritten record are removed."""
     from harness.fsutil import write_json
 
     path = record_path(out, record)
-    write_json(outcomes_path(path), outcomes.to_json())
+    write_outcomes(outcomes_path(path), outcomes)
+    path.with_name(path.name[: -len(".json")] + JSON_OUTCOMES_SUFFIX).unlink(missing_ok=True)
     write_json(path, record.to_json())
     return path
 
 
 def is_record_file(path: Path) -> bool:
-    return path.suffix == ".json" and not path.name.endswith(".outcomes.json")
+    return path.suffix == ".json" and not path.name.endswith(JSON_OUTCOMES_SUFFIX)
 
 
 def read_record(path: Path) -> ResultRecord | None:
@@ -276,7 +375,19 @@ def read_record(path: Path) -> ResultRecord | None:
 
 
 def read_outcomes(record_file: Path) -> Outcomes:
-    return Outcomes.from_json(json.loads(outcomes_path(record_file).read_text()))
+    """The per-utterance outcomes of the record file ``record_file``, in either form.
+
+    Raises FileNotFoundError when it has none and ValueError (naming the file) when they
+    cannot be read."""
+    found = find_outcomes(record_file)
+    if found is None:
+        raise FileNotFoundError(f"{record_file} has no {outcomes_path(record_file).name}")
+    try:
+        if found.name.endswith(OUTCOMES_SUFFIX):
+            return outcomes_from_bytes(found.read_bytes())
+        return Outcomes.from_json(json.loads(found.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{found}: {exc}") from None
 
 
 def portable_root(path: Path) -> str:

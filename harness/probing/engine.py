@@ -62,6 +62,7 @@ from harness.records import (
     Outcomes,
     ResultRecord,
     UpstreamRef,
+    find_outcomes,
     portable_root,
     read_record,
     write_record,
@@ -279,7 +280,7 @@ def finished_records(plan: RunPlan) -> list[Path] | None:
             except (OSError, ValueError):
                 continue
             if record is not None and record.run_key == plan.key and record.steps == steps and \
-                    path.with_name(f"{spec.key}_seed{plan.request.seed}.outcomes.json").exists():
+                    find_outcomes(path) is not None:
                 hit = path
                 break
         if hit is None:

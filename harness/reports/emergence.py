@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.reports.figures import save_png
 
 N_BOOTSTRAP = 200
 BOOTSTRAP_SEED = 7
@@ -213,8 +214,7 @@ def plot_emergence(rows: list[dict], path: Path) -> None:
     axes[0, 0].set_ylabel("half-rise step (t50, 95% CI); rising curves only")
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", metadata={"Software": None})
+    save_png(fig, path)
     plt.close(fig)
 
 

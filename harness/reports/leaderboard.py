@@ -3,22 +3,39 @@
 Deterministic: the same records give byte-identical files (sorted inputs, fixed number
 formats, PNGs without timestamps). One table per measurement setting (task, corpus,
 task config, harness version): numbers measured differently never share a column.
-The HTML is self-contained (inline CSS/JS, images as data URIs): it works from
-``file://`` with no network.
+The HTML has its CSS and JS inline and shows the plots from ``plots/`` beside it (relative
+links): it works from ``file://`` with no network. (It embedded every plot as a data URI
+before, which repeated each PNG a third larger inside the page.)
+
+Regeneration is incremental: ``plots/index.json`` keeps, per plot, a hash of what it is drawn
+from (the ranking, the drawing code, the Matplotlib and Pillow versions) and of the PNG
+written; a plot is redrawn only when that hash changed or the file is missing or altered, so
+files are the same as a full rebuild's. Text files are rewritten only when their content
+changes.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
+import dataclasses
+import hashlib
 import html
+import inspect
 import io
+import json
 from collections import defaultdict
+from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import quote
 
-from harness.fsutil import write_text
-from harness.reports.ranking import Ranking, load_records, plot, plot_name, rank
+from harness.fsutil import sha256_file, write_json, write_text
+from harness.reports import figures
+from harness.reports.ranking import Ranking, figure, load_records, plot, plot_name, rank
+
+PLOT_INDEX = "index.json"  # in plots/: what each plot was drawn from
+_INDEX_FORMAT = 1
 
 
 def _score(r: Ranking, which: str) -> tuple[str, str]:
@@ -53,19 +70,80 @@ def _describe(r: Ranking) -> str:
             f"harness {info.get('harness')}")
 
 
+@lru_cache(maxsize=1)
+def _drawing() -> str:
+    """The code and library versions that draw a plot: a change to either redraws every plot."""
+    try:
+        code = inspect.getsource(figure) + inspect.getsource(plot) + inspect.getsource(figures)
+    except (OSError, TypeError):  # no source shipped: fall back to the package version
+        code = metadata.version("harness")
+    versions = [metadata.version(name) for name in ("matplotlib", "pillow")]
+    return hashlib.sha256(json.dumps([code, versions]).encode()).hexdigest()
+
+
+def plot_key(r: Ranking) -> str:
+    """A hash of everything :func:`plot` draws ``r`` from (every field of the ranking, exact)."""
+    data = json.dumps([dataclasses.asdict(r), _drawing()], sort_keys=True, default=str)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def _read_index(folder: Path) -> dict[str, dict]:
+    try:
+        data = json.loads((folder / PLOT_INDEX).read_text())
+    except (OSError, ValueError):
+        return {}
+    ok = isinstance(data, dict) and data.get("format") == _INDEX_FORMAT and isinstance(data.get("plots"), dict)
+    return data["plots"] if ok else {}
+
+
+def draw_plots(rankings: Sequence[Ranking], folder: Path) -> tuple[dict[tuple, Path], list[Path]]:
+    """The layer-curve plot of every ranking with single layers, under ``folder``; only those
+    whose inputs changed (or whose file is missing or altered) are drawn. Returns the plot of
+    each (label, task, setting) and the plots drawn. Plots of rankings that are gone (e.g. a
+    retrained checkpoint series) would linger and mislead, so they are removed; only files
+    named like ours (``TASK__UPSTREAM__SETTING.png``) are."""
+    folder = Path(folder)
+    index, fresh = _read_index(folder), {}
+    plots, drawn = {}, []
+    for r in rankings:
+        if not r.layers:
+            continue
+        path, key = folder / plot_name(r), plot_key(r)
+        entry = index.get(path.name) or {}
+        digest = sha256_file(path) if entry.get("inputs") == key and path.is_file() else None
+        if digest is None or digest != entry.get("png"):
+            plot(r, path)
+            drawn.append(path)
+            digest = sha256_file(path)
+        plots[(r.label, r.task, r.setting)] = path
+        fresh[path.name] = {"inputs": key, "png": digest}
+    for stale in set(folder.glob("*__*__*.png")) - set(plots.values()):
+        stale.unlink()
+    if fresh != index or not (folder / PLOT_INDEX).is_file():
+        if fresh:
+            write_json(folder / PLOT_INDEX, {"format": _INDEX_FORMAT, "plots": fresh})
+        else:
+            (folder / PLOT_INDEX).unlink(missing_ok=True)
+    return plots, drawn
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Leave a file that already holds ``text`` untouched (its time stamp says when it changed)."""
+    try:
+        if path.read_bytes() == text.encode("utf-8"):
+            return
+    except OSError:
+        pass
+    write_text(path, text)
+
+
 def build(results: Path, out: Path) -> list[Path]:
-    """Write LEADERBOARD.md, leaderboard.csv, index.html and plots/ under ``out``."""
+    """Write LEADERBOARD.md, leaderboard.csv, index.html and plots/ under ``out`` (plots only
+    where their ranking changed, see :func:`draw_plots`); return those paths, plots last."""
     rankings = rank(load_records(results))
     groups = _settings(rankings)
     out = Path(out)
-    plots = {}
-    for r in rankings:
-        if r.layers:
-            plots[(r.label, r.task, r.setting)] = plot(r, out / "plots" / plot_name(r))
-    # plots of records that are gone (e.g. a retrained checkpoint series) would linger and
-    # mislead; only files named like ours (TASK__UPSTREAM__SETTING.png) are removed
-    for stale in set((out / "plots").glob("*__*__*.png")) - set(plots.values()):
-        stale.unlink()
+    plots, _ = draw_plots(rankings, out / "plots")
 
     # Markdown
     study = out / "study" / "STUDY.md"
@@ -88,7 +166,7 @@ def build(results: Path, out: Path) -> list[Path]:
                       f"[{b.ci_low:.4f}, {b.ci_high:.4f}] | {near} | {ws} | {wci} |")
         md += [""] + [f"![{r.label} {task}](plots/{plot_name(r)})" for r in rs] + [""]
     paths = [out / "LEADERBOARD.md", out / "leaderboard.csv", out / "index.html"]
-    write_text(paths[0], "\n".join(md))
+    _write_if_changed(paths[0], "\n".join(md))
 
     # CSV
     buf = io.StringIO()
@@ -101,11 +179,11 @@ def build(results: Path, out: Path) -> list[Path]:
             w.writerow([task, setting, r.metric, r.higher_is_better, r.label, len(r.layers), b.layer, b.name,
                         f"{b.score:.6f}", f"{b.ci_low:.6f}", f"{b.ci_high:.6f}",
                         " ".join(str(s.layer) for s in r.layers if s.not_worse), _score(r, "weighted")[0]])
-    write_text(paths[1], buf.getvalue())
+    _write_if_changed(paths[1], buf.getvalue())
 
     # HTML
     def img(p: Path) -> str:
-        return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()
+        return html.escape(f"plots/{quote(p.name)}")
 
     parts = [_HTML_HEAD]
     for (task, setting), rs in groups.items():
@@ -130,7 +208,7 @@ def build(results: Path, out: Path) -> list[Path]:
                          f"<figcaption>{html.escape(r.label)}</figcaption></figure>")
         parts.append("</div></section>")
     parts.append(_HTML_TAIL)
-    write_text(paths[2], "".join(parts))
+    _write_if_changed(paths[2], "".join(parts))
     return paths + sorted(plots.values())
 
 

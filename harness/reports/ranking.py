@@ -1,9 +1,10 @@
 """Rank layers per (upstream, task) from result records, with bootstrap confidence.
 
 Pure functions over records (``*.json``) and their per-utterance outcomes
-(``*.outcomes.json``). The bootstrap resamples test utterances (paired across layers,
-so layer differences are tested on the same resamples) and, when several seeds exist,
-seeds too. Everything is seeded, so the same records give the same numbers.
+(``*.outcomes.npz``, or ``*.outcomes.json`` in older results). The bootstrap resamples test
+utterances (paired across layers, so layer differences are tested on the same resamples) and,
+when several seeds exist, seeds too. Everything is seeded, so the same records give the same
+numbers.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from harness.records import (
     Outcomes,
     ResultRecord,
     UpstreamRef,
+    find_outcomes,
     is_record_file,
     outcomes_path,
     read_outcomes,
     read_record,
     slug,
 )
+from harness.reports.figures import save_png
 
 N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 20240
@@ -66,7 +69,7 @@ def load_records(results: Path, upstream: str | None = None, task: str | None = 
             raise HarnessError(f"{path} is not valid JSON; delete it or re-run the job that wrote it") from None
         if record is None:
             continue
-        if not outcomes_path(path).exists():
+        if find_outcomes(path) is None:
             raise HarnessError(f"{path} has no {outcomes_path(path).name}; the bootstrap needs per-utterance outcomes")
         if record.identity in seen:
             continue
@@ -75,7 +78,11 @@ def load_records(results: Path, upstream: str | None = None, task: str | None = 
             continue
         if task and task != record.task and not (task == "slu" and record.task == "ic"):
             continue
-        out.append(Record(path, record, read_outcomes(path)))
+        try:
+            outcomes = read_outcomes(path)
+        except ValueError as exc:
+            raise HarnessError(f"{exc}; delete it and its record or re-run the job that wrote them") from None
+        out.append(Record(path, record, outcomes))
     if not out:
         raise HarnessError(f"no result records under {results}" + (f" for {upstream}" if upstream else "")
                            + (f" / {task}" if task else ""))
@@ -86,14 +93,68 @@ def _stat(outcomes: Outcomes, idx: np.ndarray) -> np.ndarray:
     """Metric of bootstrap replicates: ``idx`` is ``[replicates, n]`` utterance (or trial) indices."""
     num, den = np.asarray(outcomes.numerator, float), np.asarray(outcomes.denominator, float)
     if outcomes.kind == "verification":  # EER of each resampled set of trials
-        from harness.metrics import equal_error_rate
-
-        out = np.empty(len(idx))
-        for b, rows in enumerate(idx):
-            labels = den[rows] > 0.5
-            out[b] = equal_error_rate(num[rows], labels) if labels.any() and (~labels).any() else np.nan
-        return out
+        return _bootstrap_eer(num, den > 0.5, idx)
     return num[idx].sum(-1) / np.maximum(den[idx].sum(-1), 1e-12)
+
+
+def _record_stat(r: Record, idx: np.ndarray) -> np.ndarray:
+    """:func:`_stat` of one record; outcomes it cannot score (a NaN verification score) are one
+    line naming the record."""
+    try:
+        return _stat(r.outcomes, idx)
+    except ValueError as exc:
+        raise HarnessError(f"{r.path}: {exc}") from None
+
+
+_BLOCK = 1 << 21  # trials x replicates per block (memory: a few arrays of this many values)
+
+
+def _bootstrap_eer(scores: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """:func:`harness.metrics.equal_error_rate` of the trials ``idx[b]`` for every replicate b: the
+    same floats as calling it per replicate (NaN for a replicate without both target and
+    non-target trials), without sorting each replicate.
+
+    That function's operating points are the ends of blocks of equal scores, so a replicate's
+    detection curve only depends on how many target and non-target trials it drew per distinct
+    score: the scores are sorted once and each replicate counts its draws per block; the
+    rates and the interpolation are then the same operations on the same integers. Raises
+    ValueError for a score that is not finite, as that function does."""
+    if not np.isfinite(scores).all():
+        raise ValueError("detection errors need finite scores (a NaN score means an embedding of zero norm)")
+    order = np.argsort(-scores, kind="stable")
+    ordered = scores[order]
+    block = np.empty(len(order), dtype=np.int64)  # each trial's block of equal scores, best first
+    block[order] = np.concatenate([[0], np.cumsum(ordered[1:] != ordered[:-1])]) if len(order) else []
+    blocks = int(block.max()) + 1 if len(order) else 0
+    out = []
+    step = max(1, _BLOCK // max(idx.shape[1], 1))
+    for i in range(0, len(idx), step):
+        rows = idx[i:i + step]
+        # draws per (row, block, label): one count per bin of (row * blocks + block) * 2 + is_target
+        bins = ((block[rows] + (np.arange(len(rows)) * blocks)[:, None]) * 2 + labels[rows]).ravel()
+        drawn = np.bincount(bins, minlength=len(rows) * blocks * 2).reshape(len(rows), blocks, 2)
+        zero = np.zeros((len(rows), 1), dtype=np.int64)
+        out.append(_eer_curves(np.concatenate([zero, np.cumsum(drawn[:, :, 1], axis=1)], axis=1),
+                               np.concatenate([zero, np.cumsum(drawn[:, :, 0], axis=1)], axis=1)))
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def _eer_curves(at: np.ndarray, an: np.ndarray) -> np.ndarray:
+    """``equal_error_rate`` of each row of accepted target and non-target counts at successive
+    thresholds (``[rows, points]``, from 0 to all). A block no draw fell in repeats the point
+    before it, which moves no crossing; NaN for a row without both classes."""
+    targets, nontargets = at[:, -1:], an[:, -1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_miss = 1 - at / targets
+        p_fa = an / nontargets
+        diff = p_miss - p_fa
+        k = np.argmax(diff <= 0, axis=1)[:, None]
+        km = np.maximum(k - 1, 0)
+        d0, d1 = np.take_along_axis(diff, km, axis=1), np.take_along_axis(diff, k, axis=1)
+        w = np.where(d0 != d1, d0 / (d0 - d1), 0.0)
+        m0, m1 = np.take_along_axis(p_miss, km, axis=1), np.take_along_axis(p_miss, k, axis=1)
+        eer = np.where(k == 0, p_fa[:, :1], m0 + w * (m1 - m0))
+    return np.where((targets > 0) & (nontargets > 0), eer, np.nan)[:, 0]
 
 
 @dataclass
@@ -108,6 +169,7 @@ class LayerScore:
     weights: list[float] | None = None
     not_worse: bool = False  # not significantly worse than the best single layer
     p_worse: float = 0.0  # bootstrap share of replicates where the best layer is not better
+    inputs: list[int] = field(default_factory=list)  # the layers a weighted sum is over, in weight order
 
 
 @dataclass
@@ -161,7 +223,7 @@ def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP) -> list[Rank
         scores: dict[str, LayerScore] = {}
         for probe, rs in sorted(by_probe.items()):
             rs = sorted(rs, key=lambda r: r.record.seed)
-            per_seed = np.stack([_stat(r.outcomes, idx) for r in rs])  # [seeds, B]
+            per_seed = np.stack([_record_stat(r, idx) for r in rs])  # [seeds, B]
             pick = seed_draw[:, : len(rs)] % len(rs)
             reps = np.take_along_axis(per_seed.T, pick, axis=1).mean(1)  # [B]
             reps = np.where(np.isnan(reps), np.nanmean(reps), reps)  # a replicate with one trial class only
@@ -173,7 +235,7 @@ def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP) -> list[Rank
                 weights = list(np.mean([r.record.layer_weights for r in rs], axis=0))
             scores[probe] = LayerScore(probe, layer, rs[0].upstream.layer_name(layer), point,
                                        float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5)), len(rs),
-                                       weights)
+                                       weights, inputs=list(rs[0].record.layers))
         singles = sorted((s for s in scores.values() if isinstance(s.layer, int)), key=lambda s: s.layer)
         weighted = [s for s in scores.values() if not isinstance(s.layer, int)]
         ranking = Ranking(first.upstream, first.task, metric, hib, sid, first.setting(), singles, weighted,
@@ -263,23 +325,22 @@ def format_table(rankings: Sequence[Ranking], style: str = "table") -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def plot(r: Ranking, path: Path) -> Path:
-    """Metric vs layer with the 95% CI band (and the weighted sum), plus learned weights as bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def figure(r: Ranking):
+    """Metric vs layer with the 95% CI band (and the weighted sum), plus learned weights as bars
+    at the layers they weigh: a ``matplotlib.figure.Figure`` (no pyplot state to close)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     has_weights = any(s.weights for s in r.weighted)
-    fig, axes = plt.subplots(1, 2 if has_weights else 1, figsize=(9 if has_weights else 5.5, 3.4), dpi=100,
-                             squeeze=False)
+    fig = Figure(figsize=(9 if has_weights else 5.5, 3.4), dpi=100)
+    axes = fig.subplots(1, 2 if has_weights else 1, squeeze=False)
     ax = axes[0, 0]
     xs = [s.layer for s in r.layers]
-    if len(xs) == 1:  # a single-layer upstream: a point with its interval
+    if len(xs) == 1:  # one layer (a single-layer upstream, or `--layer 9`): a point with its interval
         s0 = r.layers[0]
         ax.errorbar(xs, [s0.score], yerr=[[s0.score - s0.ci_low], [s0.ci_high - s0.score]], fmt="o", capsize=6,
                     color="#1f5fa8", label="95% CI")
-        ax.set_xlim(-1, 1)
+        ax.set_xlim(s0.layer - 1, s0.layer + 1)
     else:
         ax.plot(xs, [s.score for s in r.layers], marker="o", color="#1f5fa8", label="single layer")
         ax.fill_between(xs, [s.ci_low for s in r.layers], [s.ci_high for s in r.layers], color="#1f5fa8", alpha=0.2,
@@ -289,8 +350,6 @@ def plot(r: Ranking, path: Path) -> Path:
     if r.layers:
         b = r.best
         ax.plot([b.layer], [b.score], marker="*", markersize=14, color="#15803d", linestyle="none", label="best")
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
     ax.set_ylabel(f"test {r.metric} ({'higher' if r.higher_is_better else 'lower'} is better)")
@@ -300,20 +359,20 @@ def plot(r: Ranking, path: Path) -> Path:
     if has_weights:
         s = next(s for s in r.weighted if s.weights)
         ax2 = axes[0, 1]
-        ax2.bar(range(len(s.weights)), s.weights, color="#c2410c")
+        at = s.inputs if len(s.inputs) == len(s.weights) else list(range(len(s.weights)))  # a subset: its layers
+        ax2.bar(at, s.weights, color="#c2410c")
         ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax2.set_xlabel("layer")
         ax2.set_ylabel("learned weight")
         ax2.set_title(f"{s.probe}: softmax weights", fontsize=9)
         ax2.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from harness.fsutil import atomic_path
+    return fig
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return path
+
+def plot(r: Ranking, path: Path) -> Path:
+    """:func:`figure` as a compact PNG at ``path`` (written atomically)."""
+    return save_png(figure(r), path)
 
 
 def plot_name(r: Ranking) -> str:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.reports.figures import save_png
 
 
 @dataclass
@@ -80,8 +81,7 @@ def _weights_figure(rankings, path: Path) -> Path | None:
         ax.set_title(label, fontsize=8)
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", metadata={"Software": None})
+    save_png(fig, path)
     plt.close(fig)
     return path
 

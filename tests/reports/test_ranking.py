@@ -173,7 +173,7 @@ def test_html_renders_in_headless_chromium(results, tmp_path):
         "</body>", "<script>window.addEventListener('load',function(){document.body.setAttribute('data-ok',"
         "[].filter.call(document.images,function(i){return i.complete&&i.naturalWidth>0}).length+'/'+"
         "document.images.length+'/'+document.querySelectorAll('table tbody tr').length);});</script></body>")
-    checked = tmp_path / "checked.html"
+    checked = out / "checked.html"  # beside the page: the plots are linked relative to it
     checked.write_text(probe)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -191,3 +191,40 @@ def test_html_renders_in_headless_chromium(results, tmp_path):
     subprocess.run([_chromium(), *flags, "--window-size=1280,1400", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("case", ["distinct", "tied within a label", "tied across labels", "all tied", "one class"])
+def test_bootstrap_eer_equals_the_metric_on_every_replicate(case):
+    """The batched EER bootstrap gives, bit for bit, equal_error_rate of each resampled trial set."""
+    from harness.metrics import equal_error_rate
+    from harness.records import Outcomes
+    from harness.reports.ranking import _stat
+
+    rng = np.random.default_rng(len(case))
+    for n in (1, 2, 9, 300):
+        scores, labels = rng.normal(size=n), rng.random(n) < 0.3
+        if case == "tied within a label":
+            scores = np.where(labels, np.round(scores, 1) + 5, scores)
+        elif case == "tied across labels":
+            scores = np.round(scores, 1)
+        elif case == "all tied":
+            scores = np.where(np.arange(n) % 2, 0.0, -0.0)
+        elif case == "one class":
+            labels[:] = True
+        idx = rng.integers(0, n, size=(200, n))
+        got = _stat(Outcomes.verification([str(i) for i in range(n)], scores.tolist(), labels.tolist()), idx)
+        want = [equal_error_rate(scores[rows], labels[rows]) if 0 < labels[rows].sum() < n else np.nan
+                for rows in idx]
+        assert np.array_equal(got, np.array(want), equal_nan=True), (case, n)
+
+
+def test_a_nan_verification_score_is_one_line_naming_the_record(tmp_path):
+    from harness.errors import HarnessError
+    from harness.records import MetricSpec, Outcomes, ResultRecord, UpstreamRef, write_record
+
+    rec = ResultRecord(UpstreamRef("m"), "asv", MetricSpec("eer", False), "layer_0", 0, [0], None, {"eer": 0.5},
+                       {"eer": 0.5}, 1, 1, 0, {}, {}, "k", 4, {})
+    write_record(tmp_path, rec, Outcomes.verification(["a|b", "a|c", "b|c", "c|d"], [0.1, float("nan"), 0.3, 0.2],
+                                                      [1, 0, 1, 0]))
+    with pytest.raises(HarnessError, match="layer_0_seed0.json: detection errors need finite scores"):
+        rank(load_records(tmp_path))
