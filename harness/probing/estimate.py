@@ -14,8 +14,11 @@ device) and reports:
   streamed run adds the upstream's forward over each batch's audio at the measured rate.
 
 Every figure says which device it was measured on and has two significant figures: it
-comes from seconds of measurement. Under DDP a step is timed on one process's share of the
-batch (the gradient all-reduce is not included).
+comes from seconds of measurement. Each timed step collates its batch and moves it to the
+device as the run does; reading the memory-mapped cache and Lightning's own per-step
+bookkeeping are not included (on the quick benchmark's phone run the estimate was 0.6x the
+measured training time: see ``docs/gpu.md``). Under DDP a step is timed on one process's
+share of the batch (the gradient all-reduce is not included).
 """
 
 from __future__ import annotations
@@ -97,30 +100,33 @@ def time_training(plan: RunPlan, features: FeaturePlan, sample: ExtractionTiming
                                        for a in layers]}
              for e, layers in zip(sample.examples, sample.layers)]
     per_rank = max(1, int(config["batch_size"]) // plan.world_size)
-    batch = move_data_to_device(collate([items[i % len(items)] for i in range(per_rank)]), placement.device)
     torch.manual_seed(plan.request.seed)
     module = ProbeModule(plan.task, plan.probes, list(info.dims), info.hop, config, plan.examples["dev"],
                          offset=info.frame_offset).to(placement.device)
     optimizer = module.configure_optimizers()
 
-    def step() -> None:
+    def batch(k: int) -> dict:  # collated and moved as the run's loader and Lightning do, every step
+        return move_data_to_device(collate([items[(k * per_rank + i) % len(items)] for i in range(per_rank)]),
+                                   placement.device)
+
+    def step(k: int) -> None:
         optimizer.zero_grad()
-        module.loss(batch).backward()
+        module.loss(batch(k)).backward()
         module.on_before_optimizer_step(optimizer)
         optimizer.step()
         placement.synchronize()
 
     module.train()
-    step()  # warm-up
+    step(0)  # warm-up
     n, t = 0, time.perf_counter()
     while n < min_steps or (n < 20 and time.perf_counter() - t < budget_s):
-        step()
         n += 1
+        step(n)
     step_s = (time.perf_counter() - t) / n
     module.eval()
     with torch.no_grad():
         t = time.perf_counter()
-        module.predictions(batch)
+        module.predictions(batch(0))
         placement.synchronize()
         eval_utt_s = (time.perf_counter() - t) / per_rank
 
