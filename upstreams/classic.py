@@ -57,11 +57,11 @@ class ClassicUpstream(Upstream):
         feats = []
         for i, n in enumerate(lengths.tolist()):
             if n < WINDOW:
-                feats.append(torch.zeros(0, KINDS[self.kind]))
+                feats.append(torch.zeros(0, KINDS[self.kind], device=wavs.device))
             else:
                 feats.append(self._one(wavs[i, :n].float()))
-        frames = torch.tensor([len(f) for f in feats], dtype=torch.long)
-        out = torch.zeros(len(feats), max(int(frames.max()), 1), KINDS[self.kind])
+        frames = torch.tensor([len(f) for f in feats], dtype=torch.long, device=wavs.device)
+        out = torch.zeros(len(feats), max(int(frames.max()), 1), KINDS[self.kind], device=wavs.device)
         for i, f in enumerate(feats):
             out[i, : len(f)] = f
         return Layers([out], [frames], [HOP], [self.kind])

@@ -65,7 +65,8 @@ def mel_filterbank() -> torch.Tensor:
 def mel_power(wav: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
     """``[samples]`` -> ``[frames, MELS]`` mel power spectrogram (frames = samples // HOP + 1)."""
     spec = torch.stft(wav.double(), n_fft=WINDOW, hop_length=HOP, win_length=WINDOW,
-                      window=torch.hann_window(WINDOW, periodic=True, dtype=torch.float64), center=True,
+                      window=torch.hann_window(WINDOW, periodic=True, dtype=torch.float64, device=wav.device),
+                      center=True,
                       pad_mode="constant", return_complex=True)
     power = spec.abs() ** 2
     return (filters.double() @ power).T.float()
@@ -150,7 +151,7 @@ class Ge2eUpstream(Upstream):
         per_layer: list[list[torch.Tensor]] = [[], [], [], []]
         frames = []
         for wav, n in zip(wavs, lengths.tolist()):
-            x = torch.from_numpy(normalize_volume(wav[:n].numpy()))
+            x = torch.from_numpy(normalize_volume(wav[:n].cpu().numpy())).to(wav.device)
             mel = mel_power(x, self.filters)[None]  # [1, T, 40]
             out = mel
             for layer, lstm in enumerate(self.lstms):  # the LSTM over the whole utterance, layer by layer
@@ -165,7 +166,7 @@ class Ge2eUpstream(Upstream):
             embed = self._embed(windows).mean(0)
             per_layer[3].append((embed / embed.norm().clamp(min=1e-12))[None])
             frames.append(mel.shape[1])
-        n_frames = torch.tensor(frames)
+        n_frames = torch.tensor(frames, device=wavs.device)
         hidden = [torch.nn.utils.rnn.pad_sequence(h, batch_first=True) for h in per_layer]
         ones = torch.ones_like(n_frames)
         return Layers(hidden, [n_frames, n_frames, n_frames, ones], [HOP, HOP, HOP, None], list(self.info.layer_names))

@@ -173,7 +173,7 @@ class HFUpstream(Upstream):
         extraction keeps its own numbers)."""
         x = wav.float()[None]
         if self.normalize:
-            x = normalise_waveforms(x, torch.tensor([x.shape[1]]))
+            x = normalise_waveforms(x, torch.tensor([x.shape[1]], device=x.device))
         previous = self.model.config._attn_implementation
         self.model.set_attn_implementation("eager")
         try:
@@ -185,7 +185,7 @@ class HFUpstream(Upstream):
     @torch.no_grad()
     def layers(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Layers:
         wavs = wavs.float()
-        mask = (torch.arange(wavs.shape[1])[None, :] < lengths[:, None]).long()
+        mask = (torch.arange(wavs.shape[1], device=wavs.device)[None, :] < lengths[:, None]).long()
         if self.normalize:
             wavs = normalise_waveforms(wavs, lengths)
         padded = bool((lengths < wavs.shape[1]).any())

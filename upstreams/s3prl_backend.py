@@ -131,7 +131,7 @@ class S3prlUpstream(Upstream):
         hidden, lens = self.upstream(wavs.float(), lengths)
         if self._conv is not None:
             true = conv_frames(lengths, *self._conv)
-            lens = [torch.minimum(n.cpu(), true) for n in lens]
+            lens = [torch.minimum(n.to(true.device), true) for n in lens]
             longest = int(true.max())
             hidden = [h[:, :longest] for h in hidden]
         return Layers(list(hidden), list(lens), list(self.upstream.downsample_rates), list(self.info.layer_names))

@@ -39,7 +39,7 @@ def _request(args: argparse.Namespace, spec: str):
         out=Path(args.out), seed=args.seed, max_steps=args.max_steps, overrides=parse_overrides(args.set or []),
         cache="none" if args.no_cache else args.cache, random_init=args.random_init, init_seed=args.init_seed,
         devices=devices, num_nodes=args.num_nodes, strategy=args.strategy, accelerator=args.accelerator,
-        workers=args.workers, progress=not args.quiet,
+        precision=args.precision, workers=args.workers, batch_seconds=args.batch_seconds, progress=not args.quiet,
     )
 
 
@@ -61,23 +61,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    """What `harness run` with the same arguments would extract and store, without doing it."""
+    """What `harness run` with the same arguments would extract, store and take, without doing it."""
     _check_names(args)
-    from harness.features.planning import time_extraction
-    from harness.probing.engine import cache_plan, finished_records, prepare
-
     if args.checkpoints:
         from harness.errors import HarnessError
 
         raise HarnessError("harness plan takes --upstream (plan one checkpoint at a time)")
-    plan = prepare(_request(args, args.upstream))
-    fp = cache_plan(plan)
-    if not args.no_timing:
-        fp.extraction_rate = time_extraction(plan.upstream, plan.examples["dev"])
-    done = finished_records(plan)
-    if done:
-        fp.notes.append(f"this run is already finished: its records are in {done[0].parent}")
-    print(fp.format())
+    from harness.probing.estimate import plan_run
+
+    print(plan_run(_request(args, args.upstream), timing=not args.no_timing).format())
     return 0
 
 
@@ -114,8 +106,14 @@ def _add_run_arguments(rn: argparse.ArgumentParser) -> None:
     rn.add_argument("--devices", default="1", help="training processes per node, passed to Lightning (default 1)")
     rn.add_argument("--num-nodes", type=int, default=1, help="nodes, passed to Lightning (default 1)")
     rn.add_argument("--strategy", default="auto", help="passed to Lightning, e.g. ddp, ddp_spawn")
-    rn.add_argument("--accelerator", default="cpu", help="passed to Lightning: cpu, gpu, auto (default cpu)")
-    rn.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    rn.add_argument("--accelerator", default="auto", help="where the upstream runs and the probes train, as in "
+                    "Lightning: auto (a GPU when there is one; default), cpu, gpu, mps")
+    rn.add_argument("--precision", default="32-true", help="of the frozen upstream's forward pass, Lightning's names: "
+                    "32-true (default), bf16-mixed, 16-mixed (GPU only); the probes train in float32")
+    rn.add_argument("--batch-seconds", type=float, default=64.0, help="padded seconds of audio per extraction batch "
+                    "(default 64; utterances sorted by length)")
+    rn.add_argument("--workers", type=int, default=None, help="DataLoader processes decoding audio (default: none on "
+                    "the CPU, up to 4 beside a GPU)")
     rn.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -130,10 +128,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl_ = sub.add_parser("plan", help="what `harness run` with these arguments would extract and store",
                          description="Print the run's feature-cache plan without doing anything: hours and "
                                      "utterances per split, cache bytes per split and in total, the free space, "
-                                     "whether it fits, the chosen mode, and an extraction-time estimate from "
-                                     "timing a small sample here. Takes the arguments of `harness run`.")
+                                     "whether it fits, the chosen mode, and extraction- and training-time estimates "
+                                     "from timing a small sample and a few steps of the real probes on the run's "
+                                     "device. Takes the arguments of `harness run`.")
     _add_run_arguments(pl_)
-    pl_.add_argument("--no-timing", action="store_true", help="skip timing the extraction on a sample")
+    pl_.add_argument("--no-timing", action="store_true", help="skip timing the extraction and training on a sample")
     pl_.set_defaults(func=_plan)
 
     bm = sub.add_parser("benchmark", help="many runs in one process from a YAML file (e.g. benchmarks/quick.yaml)",

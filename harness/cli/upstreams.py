@@ -29,11 +29,13 @@ def _upstreams_fetch(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from harness.features.device import choose_device
     from harness.features.extract import extract_file
     from harness.upstream import load_upstream
 
+    placement = choose_device(args.accelerator, 1, args.precision)  # before loading anything
     upstream = load_upstream(args.upstream, random_init=args.random_init, seed=args.seed)
-    summary = extract_file(upstream, args.wav, args.out)
+    summary = extract_file(upstream, args.wav, args.out, placement)
     print(f"{args.out}: {summary['layers']} layers "
           + ", ".join(f"{n} {s[0]}x{s[1]}" for n, s in zip(summary["names"], summary["shapes"])))
     return 0
@@ -59,5 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--out", required=True, help="output .npz")
     ex.add_argument("--random-init", action="store_true", help="same architecture, random weights (probing control)")
     ex.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
+    ex.add_argument("--accelerator", default="auto", help="auto (a GPU when there is one; default), cpu, gpu, mps")
+    ex.add_argument("--precision", default="32-true", help="32-true (default), bf16-mixed, 16-mixed (GPU only)")
     ex.set_defaults(func=_extract)
 

@@ -33,7 +33,15 @@ saying so.
 
 The key hashes the upstream identity (weights sha256, or spec + seed for random weights),
 the corpus content (manifest hashes when the corpus has a manifest, else sizes and
-mtimes), the split's utterance list, the kind, the dtype and the extraction code version.
+mtimes), the split's utterance list, the kind, the dtype, the extraction code version and
+where the forward pass ran (:meth:`~harness.features.device.Placement.identity`: the device
+type when not the CPU, the precision when not ``32-true``; nothing for the CPU in float32,
+so entries made before those options existed keep their keys).
+
+Extraction: shards are decoded (in DataLoader worker processes beside a GPU) into forward
+batches of at most ``batch_seconds`` of padded audio, sorted by length
+(:class:`~harness.features.extract.ShardAudio`), while the previous shard runs; the
+progress bar advances per utterance with the rate in seconds of audio per second.
 """
 
 from __future__ import annotations
@@ -50,11 +58,17 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from torch.utils.data import DataLoader
 
-from harness.audio import read_audio
 from harness.errors import HarnessError
-from harness.features.extract import iter_layers
+from harness.features.device import Placement, choose_device, launcher_position
+from harness.features.extract import (
+    BATCH_SECONDS,
+    ExtractionProgress,
+    ShardAudio,
+    batch_layers,
+    chunked_layers,
+)
 from harness.fsutil import atomic_path, default_home, file_lock, write_json
 from harness.task import Example
 from harness.upstream import Upstream
@@ -90,16 +104,19 @@ def _corpus_fingerprints(examples: Sequence[Example]) -> list[str]:
 
 
 def cache_key(upstream: Upstream, dataset: str, split: str, examples: Sequence[Example], kind: str,
-              dtype: str) -> str:
+              dtype: str, placement: Placement | None = None) -> str:
     """The feature-cache entry's name: a hash of the extraction version, the upstream's identity
     (:meth:`~harness.upstream.Upstream.identity`) and notes, the dataset and split, every utterance's
-    id and audio fingerprint, the kind (frames or pooled) and the stored dtype.
+    id and audio fingerprint, the kind (frames or pooled), the stored dtype and the placement's
+    non-default fields (:meth:`~harness.features.device.Placement.identity`; ``None``: the CPU in
+    float32, which adds nothing).
     """
     payload = {
         "version": EXTRACTION_VERSION, "upstream": upstream.identity(), "notes": upstream.info.notes,
         "dataset": dataset,
         "split": split, "kind": kind, "dtype": dtype,
         "utterances": [[e.id, fp] for e, fp in zip(examples, _corpus_fingerprints(examples))],
+        **(placement.identity() if placement is not None else {}),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -107,12 +124,8 @@ def cache_key(upstream: Upstream, dataset: str, split: str, examples: Sequence[E
 def _distributed_position() -> tuple[int, int]:
     """(rank, world size) of this process among the ones a launcher started together
     (torchrun, SLURM), before torch.distributed is initialised; (0, 1) otherwise."""
-    env = os.environ
-    if "RANK" in env and "WORLD_SIZE" in env and "LOCAL_RANK" in env and "TORCHELASTIC_RUN_ID" in env:
-        return int(env["RANK"]), int(env["WORLD_SIZE"])
-    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
-        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
-    return 0, 1
+    rank, world, _ = launcher_position()
+    return rank, world
 
 
 # ----------------------------------------------------------------------- entry
@@ -245,7 +258,7 @@ class CachedFeatures:
 
 
 def _manifest(key: str, upstream: Upstream, dataset: str, split: str, examples: Sequence[Example], kind: str,
-              dtype: str) -> dict:
+              dtype: str, placement: Placement) -> dict:
     n_shards = (len(examples) + SHARD_SIZE - 1) // SHARD_SIZE
     return {
         "key": key, "kind": kind, "dtype": "float32" if kind == "pooled" else dtype, "dataset": dataset,
@@ -254,19 +267,22 @@ def _manifest(key: str, upstream: Upstream, dataset: str, split: str, examples: 
                     "count": min(SHARD_SIZE, len(examples) - s * SHARD_SIZE)} for s in range(n_shards)],
         "num_layers": upstream.num_layers, "layer_names": list(upstream.info.layer_names),
         "dims": list(upstream.info.dims), "upstream": upstream.identity(),
-        "extraction_version": EXTRACTION_VERSION,
+        "extraction_version": EXTRACTION_VERSION, **placement.identity(),
     }
 
 
 def entry_for(upstream: Upstream, dataset: str, split: str, examples: Sequence[Example], kind: str = "frames",
-              dtype: str = "float16", root: Path | None = None) -> CacheEntry:
-    """The cache entry for these features (its manifest written if new; no extraction)."""
+              dtype: str = "float16", root: Path | None = None, placement: Placement | None = None) -> CacheEntry:
+    """The cache entry for these features extracted on ``placement`` (default:
+    :func:`~harness.features.device.choose_device`'s defaults); its manifest written if new;
+    no extraction."""
     if kind not in KINDS:
         raise ValueError(kind)
+    placement = placement or choose_device()
     root = Path(root or default_home() / "features")
-    key = cache_key(upstream, dataset, split, examples, kind, dtype)
+    key = cache_key(upstream, dataset, split, examples, kind, dtype, placement)
     folder = root / key
-    manifest = _manifest(key, upstream, dataset, split, examples, kind, dtype)
+    manifest = _manifest(key, upstream, dataset, split, examples, kind, dtype, placement)
     path = folder / "manifest.json"
     if path.exists():
         try:
@@ -299,42 +315,61 @@ def _write_shard(entry: CacheEntry, shard: int, layers: Sequence[int], per_utt: 
 
 def ensure_features(upstream: Upstream, dataset: str, split: str, examples: Sequence[Example], kind: str = "frames",
                     dtype: str = "float16", layers: Sequence[int] | None = None, root: Path | None = None,
-                    progress: bool = True, position: tuple[int, int] | None = None) -> CachedFeatures:
+                    progress: bool = True, position: tuple[int, int] | None = None,
+                    placement: Placement | None = None, batch_seconds: float = BATCH_SECONDS,
+                    workers: int | None = None) -> CachedFeatures:
     """The cached ``layers`` (default: all) of these examples, extracting what is missing.
 
     ``position``: (rank, world size) among processes extracting together; by default read
-    from the launcher's environment (torchrun, SLURM)."""
-    entry = entry_for(upstream, dataset, split, examples, kind, dtype, root)
+    from the launcher's environment (torchrun, SLURM). ``placement``: where the upstream runs
+    and in what precision (default: :func:`~harness.features.device.choose_device`'s
+    defaults: a GPU when there is one, float32), part of the entry's key. ``batch_seconds``:
+    padded audio per forward batch; ``workers``: DataLoader processes decoding audio (default:
+    :meth:`~harness.features.device.Placement.workers`)."""
+    placement = placement or choose_device()
+    entry = entry_for(upstream, dataset, split, examples, kind, dtype, root, placement)
     layers = sorted(set(range(upstream.num_layers) if layers is None else layers))
     rank, world = position or _distributed_position()
-    fill(entry, upstream, examples, layers, rank, world, progress and rank == 0)
+    fill(entry, upstream, examples, layers, rank, world, progress and rank == 0, placement=placement,
+         batch_seconds=batch_seconds, workers=workers)
     return entry.open(layers)
 
 
 def fill(entry: CacheEntry, upstream: Upstream, examples: Sequence[Example], layers: Sequence[int], rank: int = 0,
-         world: int = 1, progress: bool = True) -> dict:
-    """Make every shard of ``entry`` hold ``layers``. Returns counts of what this process did."""
+         world: int = 1, progress: bool = True, placement: Placement | None = None,
+         batch_seconds: float = BATCH_SECONDS, workers: int | None = None) -> dict:
+    """Make every shard of ``entry`` hold ``layers``, extracting on ``placement`` (default:
+    :func:`~harness.features.device.choose_device`'s defaults). Returns counts of what this
+    process did: ``extracted_shards``, ``waited_shards`` (found done after taking the lock),
+    ``utterances`` and ``audio_seconds`` extracted."""
+    placement = placement or choose_device()
     todo = {s: entry.missing(s, layers) for s in range(entry.num_shards)}
     damaged = [(s, l) for s, ls in todo.items() for l in ls if entry.data_file(s, l).exists()]
     if damaged:  # replaced under the shard's lock below
         print(f"harness: feature cache {entry.root.name}: {len(damaged)} damaged layer file(s) found "
               f"(first: shard {damaged[0][0]}, layer {damaged[0][1]}); extracting them again", file=sys.stderr)
     pending = [s for s in range(entry.num_shards) if todo[s]]
-    stats = {"extracted_shards": 0, "waited_shards": 0, "utterances": 0}
+    stats = {"extracted_shards": 0, "waited_shards": 0, "utterances": 0, "audio_seconds": 0.0}
     if not pending:
         return stats
     # own share first (under a launcher), then everything else: take it over or wait for its holder
     order = [s for s in pending if s % world == rank] + [s for s in pending if s % world != rank]
-    bar = tqdm(total=sum(entry.shard_count(s) for s in pending), unit="utt", file=sys.stderr, disable=not progress,
-               desc=f"extracting {entry.manifest['split']} ({entry.kind}, {len(layers)} layer{'s' * (len(layers) > 1)})")
+    bar = ExtractionProgress(sum(entry.shard_count(s) for s in pending), enabled=progress,
+                             desc=f"extracting {entry.manifest['split']} ({entry.kind}, {len(layers)} "
+                                  f"layer{'s' * (len(layers) > 1)}, {placement.device})")
+    audio = ShardAudio(entry, examples, order, layers, upstream.padding_sensitive, upstream.chunkable, batch_seconds)
+    n_workers = min(placement.workers(workers), len(order))
+    loader = DataLoader(audio, batch_size=None, shuffle=False, num_workers=n_workers,
+                        pin_memory=placement.pin_memory, prefetch_factor=2 if n_workers else None)
     deferred = []
-    for s in order:
-        if not _extract_shard(entry, upstream, examples, s, layers, blocking=False, stats=stats):
-            deferred.append(s)
-        bar.update(entry.shard_count(s))
-    for s in deferred:  # held by another process: wait for it, then do whatever it left undone
-        _extract_shard(entry, upstream, examples, s, layers, blocking=True, stats=stats)
+    with placement.placed(upstream):
+        for item in loader:
+            if not _extract_shard(entry, upstream, item, layers, False, stats, bar, placement, audio):
+                deferred.append(item["shard"])
+        for s in deferred:  # held by another process: wait for it, then do whatever it left undone
+            _extract_shard(entry, upstream, {"shard": s, "skip": False}, layers, True, stats, bar, placement, audio)
     bar.close()
+    stats["audio_seconds"] = bar.audio_seconds
     still = [(s, l) for s in range(entry.num_shards) for l in entry.missing(s, layers)]
     if still:
         raise HarnessError(f"feature cache {entry.root}: shard {still[0][0]} layer {still[0][1]} is still missing "
@@ -342,29 +377,39 @@ def fill(entry: CacheEntry, upstream: Upstream, examples: Sequence[Example], lay
     return stats
 
 
-def _extract_shard(entry: CacheEntry, upstream: Upstream, examples: Sequence[Example], shard: int,
-                   layers: Sequence[int], blocking: bool, stats: dict) -> bool:
-    """Extract the missing ``layers`` of ``shard`` under its lock. False if the lock was busy
-    (non-blocking)."""
+def _extract_shard(entry: CacheEntry, upstream: Upstream, item: dict, layers: Sequence[int], blocking: bool,
+                   stats: dict, bar: ExtractionProgress, placement: Placement, audio: ShardAudio) -> bool:
+    """Extract the missing ``layers`` of the shard of ``item`` (a :class:`ShardAudio` item, or
+    ``{"shard", "skip"}`` alone to decode it only once its lock is held) under the shard's lock,
+    advancing ``bar`` per utterance. False if the lock was busy (non-blocking)."""
+    shard = item["shard"]
     with file_lock(entry.root / "locks" / f"{shard:05d}.lock", blocking=blocking) as held:
         if not held:
             return False
-        missing = entry.missing(shard, layers)
+        missing = [] if item["skip"] else entry.missing(shard, layers)
         if not missing:
             stats["waited_shards"] += 1
+            bar.advance(utterances=entry.shard_count(shard))
             return True
         for l in missing:
             entry.discard(shard, l)  # a half-written leftover
-        first = entry.manifest["shards"][shard]["first"]
-        chunk = examples[first: first + entry.shard_count(shard)]
-        waves = [read_audio(e.path, segment=e.segment) for e in chunk]
-        per_utt: list[list[np.ndarray]] = [None] * len(chunk)  # type: ignore[list-item]
-        for i, out in iter_layers(upstream, waves, layers=missing):
-            per_utt[i] = out
+        if "batches" not in item:
+            item = audio.decode(shard, check=False)
+        wanted = set(missing)
+        dtype = torch.float32 if entry.kind == "pooled" else getattr(torch, entry.store_dtype.name)
+        per_utt: list[list[np.ndarray]] = [None] * entry.shard_count(shard)  # type: ignore[list-item]
+        samples = item["samples"]
+        for i, wave in item["long"]:
+            per_utt[i] = chunked_layers(upstream, wave.numpy(), wanted, placement=placement, dtype=dtype)
+            bar.advance(samples[i])
+        for positions, wavs, lens in item["batches"]:
+            for i, out in zip(positions, batch_layers(upstream, wavs, lens, wanted, placement, dtype)):
+                per_utt[i] = out
+                bar.advance(samples[i])
         _write_shard(entry, shard, missing, per_utt)
         _journal(entry, shard, missing)
         stats["extracted_shards"] += 1
-        stats["utterances"] += len(chunk)
+        stats["utterances"] += len(per_utt)
     return True
 
 

@@ -1,9 +1,12 @@
-"""Run an upstream over audio files with length-bucketed batching.
+"""Run an upstream over audio, batched by total audio duration, on the chosen device.
 
-Utterances are sorted by length and batched so that padding stays small; for
-padding-sensitive upstreams (group-norm CNNs, SpeechBrain models) only utterances
-of identical length share a batch, so every utterance's layers equal what it gives
-alone.
+Batches: utterances are sorted by length and grouped so that each batch holds at most
+``batch_seconds`` (64 s by default) of padded audio; for padding-sensitive upstreams
+(group-norm CNNs, SpeechBrain models) only utterances of identical length share a batch, so
+every utterance's layers equal what it gives alone. Each batch runs on the device and in the
+precision :func:`~harness.features.device.choose_device` picked (autocast for the mixed
+precisions, layers back in float32 or the cache's dtype); each layer comes back to the host
+in one copy per batch.
 
 Long inputs run in bounded memory: self-attention costs memory quadratic in length (a
 10-minute file took 2.75 GB with a 1.3 M-parameter model), so an utterance longer than
@@ -18,21 +21,38 @@ of the trained tiny HuBERT (0.6% for a random one), and group-norm front ends (B
 also change through their whole-file statistics (up to 41% of range for a random tiny
 model). A model trained on crops of a few seconds has never seen a 200 s context either,
 so neither output is the "true" one; the windows keep memory at a fixed ceiling.
+
+For the feature cache, :class:`ShardAudio` decodes a shard's audio (in DataLoader worker
+processes when there are any) straight into the padded batches the forward pass takes, so
+decoding overlaps the forward pass and pinned batches reach the GPU asynchronously.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from harness.audio import SAMPLE_RATE, read_audio
 from harness.errors import HarnessError
+from harness.features.device import Placement, choose_device
 from harness.fsutil import atomic_path
+from harness.task import Example
 from harness.upstream import Upstream, normalise_waveforms, pad_batch
+
+#: padded seconds of audio per forward batch (the default of ``--batch-seconds``)
+BATCH_SECONDS = 64.0
+LONG_SECONDS = 150.0
+CHUNK_SECONDS = 60.0
+CONTEXT_SECONDS = 15.0
 
 
 def length_buckets(lengths: Sequence[int], max_samples: int, exact: bool) -> list[list[int]]:
@@ -56,87 +76,111 @@ def length_buckets(lengths: Sequence[int], max_samples: int, exact: bool) -> lis
     return batches
 
 
-LONG_SECONDS = 150.0
-CHUNK_SECONDS = 60.0
-CONTEXT_SECONDS = 15.0
+def plan_batches(lengths: Sequence[int], padding_sensitive: bool, chunkable: bool,
+                 batch_seconds: float = BATCH_SECONDS,
+                 long_seconds: float = LONG_SECONDS) -> tuple[list[list[int]], list[int]]:
+    """``(batches, long)``: the forward batches of the ordinary utterances (indices into
+    ``lengths``, in samples; at most ``batch_seconds`` of padded audio each, equal lengths only
+    when ``padding_sensitive``) and the utterances that run alone in windows (longer than
+    ``long_seconds`` for a ``chunkable`` upstream)."""
+    if batch_seconds <= 0:
+        raise HarnessError(f"--batch-seconds must be positive, got {batch_seconds}")
+    long = [i for i, n in enumerate(lengths) if chunkable and n > long_seconds * SAMPLE_RATE]
+    skip = set(long)
+    rest = [i for i in range(len(lengths)) if i not in skip]
+    groups = length_buckets([lengths[i] for i in rest], int(batch_seconds * SAMPLE_RATE), padding_sensitive)
+    return [[rest[j] for j in g] for g in groups], long
+
+
+def batch_layers(upstream: Upstream, wavs: torch.Tensor, lengths: torch.Tensor, wanted: set[int],
+                 placement: Placement, dtype: torch.dtype = torch.float32) -> list[list[np.ndarray | None]]:
+    """One padded batch (``wavs`` ``[B, samples]``, ``lengths`` ``[B]``, on the host, pinned or
+    not) through the upstream on ``placement`` (already placed there); per utterance, each
+    wanted layer's valid frames ``[frames, dim]`` as ``dtype`` host arrays (None for others).
+    Each layer crosses to the host in one copy."""
+    with torch.no_grad(), placement.autocast():
+        out = upstream.layers(placement.to_device(wavs), placement.to_device(lengths))
+    host = {layer: out.hidden[layer].to(dtype).cpu() for layer in wanted}
+    frames = {layer: out.lengths[layer].cpu().tolist() for layer in wanted}
+    return [[host[layer][k, : frames[layer][k]].numpy() if layer in wanted else None
+             for layer in range(len(out.hidden))] for k in range(len(lengths))]
 
 
 def chunked_layers(upstream: Upstream, wave: np.ndarray, wanted: set[int], chunk_s: float = CHUNK_SECONDS,
-                   context_s: float = CONTEXT_SECONDS) -> list[np.ndarray | None]:
-    """Layers of one long waveform from overlapping windows (see the module docstring).
+                   context_s: float = CONTEXT_SECONDS, placement: Placement | None = None,
+                   dtype: torch.dtype = torch.float32) -> list[np.ndarray | None]:
+    """Layers of one long waveform ``[samples]`` from overlapping windows (see the module
+    docstring): per layer ``[frames, dim]`` (None for layers not wanted).
 
     Window k keeps the frames whose index lies in its core [k*C, (k+1)*C) (in frames), so the
     stitched frames are exactly the whole file's frame grid; each window starts on a frame
     boundary, so its frame i is the file's frame (start / hop + i)."""
+    placement = placement or choose_device()
     hop = upstream.info.hop
     core = max(1, int(chunk_s * SAMPLE_RATE) // hop)  # frames per window core
     ctx = int(context_s * SAMPLE_RATE) // hop
     n = len(wave)
-    pieces: list[list[np.ndarray]] = [[] for _ in range(upstream.num_layers)]
     normalize = upstream.normalize
     if normalize:  # the whole file's statistics, as the model would use them on the whole file
         wave = normalise_waveforms(torch.from_numpy(np.asarray(wave, np.float32))[None], torch.tensor([n]))[0].numpy()
         upstream.normalize = False
+    pieces: list[list[np.ndarray]] = [[] for _ in range(upstream.num_layers)]
     try:
-        return _windows(upstream, wave, wanted, core, ctx, hop, pieces)
+        with placement.placed(upstream):
+            k = 0
+            while True:
+                first = max(0, k * core - ctx)  # first frame of the window
+                start, stop = first * hop, min(n, ((k + 1) * core + ctx) * hop + hop)
+                x = torch.from_numpy(np.ascontiguousarray(wave[start:stop], dtype=np.float32))[None]
+                (out,) = batch_layers(upstream, x, torch.tensor([x.shape[1]]), wanted, placement, dtype)
+                keep_from, keep_to = k * core - first, (k + 1) * core - first
+                last = stop >= n
+                for layer in wanted:
+                    pieces[layer].append(out[layer][keep_from: None if last else keep_to])
+                if last:
+                    break
+                k += 1
     finally:
         upstream.normalize = normalize
-
-
-def _windows(upstream: Upstream, wave: np.ndarray, wanted: set[int], core: int, ctx: int, hop: int,
-             pieces: list[list[np.ndarray]]) -> list[np.ndarray | None]:
-    n = len(wave)
-    k = 0
-    while True:
-        first = max(0, k * core - ctx)  # first frame of the window
-        start = first * hop
-        stop = min(n, ((k + 1) * core + ctx) * hop + hop)
-        x = torch.from_numpy(np.ascontiguousarray(wave[start:stop], dtype=np.float32))[None]
-        out = upstream.layers(x, torch.tensor([x.shape[1]]))
-        frames = int(out.lengths[min(wanted)][0])
-        keep_from, keep_to = k * core - first, (k + 1) * core - first
-        last = stop >= n
-        for layer in wanted:
-            h = out.hidden[layer][0, :frames].float().cpu().numpy()
-            pieces[layer].append(h[keep_from: None if last else keep_to])
-        if last:
-            break
-        k += 1
     return [np.concatenate(p) if layer in wanted else None for layer, p in enumerate(pieces)]
 
 
-def iter_layers(upstream: Upstream, waves: Sequence[np.ndarray], max_samples: int = SAMPLE_RATE * 64,
-                layers: Sequence[int] | None = None,
-                long_seconds: float = LONG_SECONDS) -> Iterator[tuple[int, list[np.ndarray | None]]]:
-    """Yield ``(index, [layer_0 [frames, dim], ...])`` for every waveform (float32 arrays);
-    with ``layers``, only those are converted (the others are None)."""
+def iter_layers(upstream: Upstream, waves: Sequence[np.ndarray], batch_seconds: float = BATCH_SECONDS,
+                layers: Sequence[int] | None = None, long_seconds: float = LONG_SECONDS,
+                placement: Placement | None = None) -> Iterator[tuple[int, list[np.ndarray | None]]]:
+    """Yield ``(index, [layer_0 [frames, dim], ...])`` for every waveform (float32 host arrays),
+    long ones first, then by length; with ``layers``, only those are converted (the others
+    are None). ``placement``: where and in what precision (default: :func:`choose_device`'s
+    defaults, i.e. a GPU when there is one, float32)."""
+    placement = placement or choose_device()
     wanted = set(range(upstream.num_layers) if layers is None else layers)
-    lengths = [len(w) for w in waves]
-    long = {i for i, n in enumerate(lengths) if upstream.chunkable and n > long_seconds * SAMPLE_RATE}
-    for i in sorted(long):
-        yield i, chunked_layers(upstream, waves[i], wanted)
-    rest = [i for i in range(len(waves)) if i not in long]
-    for group in length_buckets([lengths[i] for i in rest], max_samples, upstream.padding_sensitive):
-        batch = [rest[j] for j in group]
-        wavs, lens = pad_batch([torch.from_numpy(np.asarray(waves[i], dtype=np.float32)) for i in batch])
-        out = upstream.layers(wavs, lens)
-        for k, i in enumerate(batch):
-            yield i, [h.float().cpu().numpy() if l in wanted else None for l, h in enumerate(out.utterance(k))]
+    batches, long = plan_batches([len(w) for w in waves], upstream.padding_sensitive, upstream.chunkable,
+                                 batch_seconds, long_seconds)
+    with placement.placed(upstream):
+        for i in long:
+            yield i, chunked_layers(upstream, waves[i], wanted, placement=placement)
+        for batch in batches:
+            wavs, lens = pad_batch([torch.from_numpy(np.asarray(waves[i], dtype=np.float32)) for i in batch])
+            if placement.pin_memory:
+                wavs = wavs.pin_memory()
+            yield from zip(batch, batch_layers(upstream, wavs, lens, wanted, placement))
 
 
 def streamed_layers(upstream: Upstream, waves: torch.Tensor, lengths: torch.Tensor, needed: Sequence[int],
-                    ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
-    """Layers of a padded batch for a streamed run: ``(hidden, layer_lengths)``, with
-    ``hidden[l]`` ``[B, T, D]`` and its frame counts for the needed layers (None for others).
+                    placement: Placement | None = None) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
+    """Layers of a padded batch for a streamed run (``waves`` ``[B, samples]`` and ``lengths``
+    on the upstream's device): ``(hidden, layer_lengths)``, with ``hidden[l]`` ``[B, T, D]``
+    float32 and its frame counts for the needed layers (None for others), the forward run in
+    ``placement``'s precision.
 
     Padding-sensitive upstreams (group-norm CNNs, SpeechBrain models) never see padded
     frames: their utterances run in groups of equal length and are padded afterwards, so
     every utterance gets exactly what it gets alone."""
     upstream.eval()
-    with torch.no_grad():
+    with torch.no_grad(), placement.autocast() if placement is not None else contextlib.nullcontext():
         if not upstream.padding_sensitive or bool((lengths == lengths.max()).all()):
             out = upstream.layers(waves, lengths)
-            return ([h if i in needed else None for i, h in enumerate(out.hidden)],
+            return ([h.float() if i in needed else None for i, h in enumerate(out.hidden)],
                     [n if i in needed else None for i, n in enumerate(out.lengths)])
         per_utt: list[list[torch.Tensor]] = [None] * len(lengths)  # type: ignore[list-item]
         for group in length_buckets(lengths.tolist(), max_samples=int(lengths.max()) * len(lengths), exact=True):
@@ -147,20 +191,115 @@ def streamed_layers(upstream: Upstream, waves: torch.Tensor, lengths: torch.Tens
     hidden: list[torch.Tensor | None] = [None] * len(per_utt[0])
     layer_lengths: list[torch.Tensor | None] = [None] * len(per_utt[0])
     for layer in needed:
-        hidden[layer] = torch.nn.utils.rnn.pad_sequence([u[layer] for u in per_utt], batch_first=True)
-        layer_lengths[layer] = torch.tensor([len(u[layer]) for u in per_utt])
+        hidden[layer] = torch.nn.utils.rnn.pad_sequence([u[layer].float() for u in per_utt], batch_first=True)
+        layer_lengths[layer] = torch.tensor([len(u[layer]) for u in per_utt], device=waves.device)
     return hidden, layer_lengths
 
 
-def extract_file(upstream: Upstream, wav_path: str | os.PathLike, out_path: str | os.PathLike) -> dict:
-    """Write ``layer_0`` ... ``layer_{L-1}`` (float32 ``[frames, dim]``) of one file to an ``.npz``."""
+def extract_file(upstream: Upstream, wav_path: str | os.PathLike, out_path: str | os.PathLike,
+                 placement: Placement | None = None) -> dict:
+    """Write ``layer_0`` ... ``layer_{L-1}`` (float32 ``[frames, dim]``) of one file to an ``.npz``;
+    the forward pass on ``placement`` (default: :func:`choose_device`'s defaults). Returns
+    ``{"layers": L, "shapes": [...], "names": [...]}``; HarnessError for an ``--out`` that is
+    not ``.npz`` or unreadable audio."""
     out_path = Path(out_path)
     if out_path.suffix != ".npz":
         raise HarnessError(f"--out must end in .npz (got {out_path.name})")
     wav = read_audio(wav_path)
-    ((_, layers),) = list(iter_layers(upstream, [wav]))
+    ((_, layers),) = list(iter_layers(upstream, [wav], placement=placement))
     arrays = {f"layer_{i}": np.ascontiguousarray(a, dtype=np.float32) for i, a in enumerate(layers)}
     with atomic_path(out_path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     return {"layers": len(arrays), "shapes": [a.shape for a in arrays.values()], "names": upstream.info.layer_names}
+
+
+# ------------------------------------------------------------ the cache's audio
+
+
+class ShardAudio(Dataset):
+    """Item k: shard ``shards[k]`` of a cache entry, decoded and cut into its forward batches.
+
+    An item is ``{"shard", "skip", "samples", "batches", "long"}``: ``skip`` is True (and
+    nothing is decoded) when the shard already holds ``layers``; ``samples``: per utterance of
+    the shard, its length; ``batches``: ``(positions in the shard, wavs [B, samples],
+    lengths [B])`` as :func:`plan_batches` groups them; ``long``: ``(position, wave)`` of the
+    utterances that run in windows. Runs in DataLoader workers (pinning is the loader's).
+    """
+
+    def __init__(self, entry, examples: Sequence[Example], shards: Sequence[int], layers: Sequence[int],
+                 padding_sensitive: bool, chunkable: bool, batch_seconds: float = BATCH_SECONDS) -> None:
+        self.entry, self.examples, self.shards, self.layers = entry, examples, list(shards), list(layers)
+        self.padding_sensitive, self.chunkable, self.batch_seconds = padding_sensitive, chunkable, batch_seconds
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def __getitem__(self, k: int) -> dict:
+        return self.decode(self.shards[k])
+
+    def decode(self, shard: int, check: bool = True) -> dict:
+        """The item of shard ``shard`` (``check``: skip it when nothing is missing)."""
+        if check and not self.entry.missing(shard, self.layers):
+            return {"shard": shard, "skip": True}
+        first = self.entry.manifest["shards"][shard]["first"]
+        chunk = self.examples[first: first + self.entry.shard_count(shard)]
+        waves = [read_audio(e.path, segment=e.segment) for e in chunk]
+        lengths = [len(w) for w in waves]
+        groups, long = plan_batches(lengths, self.padding_sensitive, self.chunkable, self.batch_seconds)
+        batches = []
+        for g in groups:
+            wavs, lens = pad_batch([torch.from_numpy(waves[i]) for i in g])
+            batches.append((g, wavs, lens))
+        return {"shard": shard, "skip": False, "samples": lengths, "batches": batches,
+                "long": [(i, torch.from_numpy(waves[i])) for i in long]}
+
+
+# --------------------------------------------------------------------- progress
+
+
+def significant(x: float, digits: int = 2) -> str:
+    """``x`` to ``digits`` significant figures, thousands separated: 0.4321 -> ``0.43``,
+    1.74 -> ``1.7``, 58.3 -> ``58``, 1234 -> ``1,200``."""
+    if x == 0 or not np.isfinite(x):
+        return f"{x:g}"
+    magnitude = int(np.floor(np.log10(abs(x))))
+    decimals = max(0, digits - 1 - magnitude)
+    rounded = round(x, digits - 1 - magnitude)
+    return f"{rounded:,.{decimals}f}"
+
+
+class ExtractionProgress:
+    """Per-utterance progress of an extraction: utterances and seconds of audio done, the rate
+    in seconds of audio per second, and (when enabled) a bar on stderr whose ETA follows the
+    utterances still to go."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True) -> None:
+        self.total, self.utterances, self.samples = total, 0, 0
+        self.start = time.perf_counter()
+        self.bar = tqdm(total=total, unit="utt", desc=desc, file=sys.stderr, disable=not enabled, dynamic_ncols=True,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} utt "
+                                   "[{elapsed}<{remaining}{postfix}]")
+
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of audio extracted so far."""
+        return self.samples / SAMPLE_RATE
+
+    @property
+    def rate(self) -> float:
+        """Seconds of audio per wall second so far (0 before the first utterance)."""
+        elapsed = time.perf_counter() - self.start
+        return self.audio_seconds / elapsed if elapsed > 0 else 0.0
+
+    def advance(self, samples: int = 0, utterances: int = 1) -> None:
+        """``utterances`` more done, holding ``samples`` of audio (0 for ones another process did)."""
+        self.utterances += utterances
+        self.samples += samples
+        if samples:
+            self.bar.set_postfix_str(f"{significant(self.rate)} s of audio/s", refresh=False)
+        self.bar.update(utterances)
+
+    def close(self) -> None:
+        """Close the bar."""
+        self.bar.close()

@@ -139,16 +139,19 @@ def frame_lengths(layer_lengths: list[torch.Tensor | None]) -> torch.Tensor | No
 
 
 def train_loader(dataset: Dataset, batch_size: int, val_interval: int, seed: int, world_size: int = 1,
-                 workers: int = 0) -> DataLoader:
+                 workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """The training stream: ``val_interval`` steps per Lightning epoch, batches drawn by step from
-    ``seed`` (so a resumed run sees the same batches), split over ``world_size`` processes.
+    ``seed`` (so a resumed run sees the same batches), split over ``world_size`` processes;
+    ``workers`` processes decode and collate, ``pin_memory`` (beside a GPU) lets Lightning copy
+    the batches to it asynchronously.
     """
     sampler = StreamSampler(len(dataset), batch_size, val_interval, seed, world_size)
     return DataLoader(dataset, batch_size=sampler.per_rank_batch, sampler=sampler, collate_fn=collate,
-                      drop_last=True, num_workers=workers, persistent_workers=workers > 0)
+                      drop_last=True, num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory)
 
 
-def eval_loader(dataset: Dataset, batch_size: int, workers: int = 0) -> DataLoader:
-    """Every utterance of a split once, in order, ``batch_size`` at a time."""
+def eval_loader(dataset: Dataset, batch_size: int, workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    """Every utterance of a split once, in order, ``batch_size`` at a time (``workers`` and
+    ``pin_memory`` as in :func:`train_loader`)."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=workers,
-                      persistent_workers=workers > 0)
+                      persistent_workers=workers > 0, pin_memory=pin_memory)

@@ -6,6 +6,12 @@ for ``pooled`` one float32 vector per utterance and layer. Frames per utterance 
 ``samples // hop`` (the CNN front ends give one or two fewer; the estimate errs high).
 Layers already in the cache cost nothing. The plan fits when the bytes still to write,
 plus 10% and 1 GiB of headroom, are free on the cache's filesystem.
+
+Times come from measurements here, never from constants: :func:`time_extraction` runs the
+upstream over a sample of about 20 s of audio on the run's device and precision and keeps
+the layers it computed, which the training estimate
+(:mod:`harness.probing.estimate`) then feeds to the real probes. Rates print with two
+significant figures.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import numpy as np
 
 from harness.audio import SAMPLE_RATE, audio_length, read_audio
 from harness.features.cache import SHARD_SIZE, cache_key
-from harness.features.extract import iter_layers
+from harness.features.device import Placement, choose_device
+from harness.features.extract import BATCH_SECONDS, iter_layers, significant
 from harness.task import SPLITS, Example
 
 HEADROOM_FRACTION = 0.10
@@ -66,6 +73,8 @@ class FeaturePlan:
     splits: list[SplitPlan]
     free: int
     extraction_rate: float | None = None  # seconds of audio per second, measured on a sample
+    extraction_device: str = ""  # where the rate was measured (Placement.describe())
+    cache_mode: str = "disk"  # the run's --cache: disk, auto or none
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -96,6 +105,12 @@ class FeaturePlan:
         return self.needed_with_headroom <= self.free
 
     @property
+    def streamed(self) -> bool:
+        """True when the upstream would run inside every step (``--cache none``, or a cache that
+        does not fit: ``auto`` streams, ``disk`` refuses and names streaming as a way out)."""
+        return self.cache_mode == "none" or not self.fits
+
+    @property
     def extraction_seconds(self) -> float | None:
         """Estimated extraction time from the measured rate (None when not timed)."""
         if not self.extraction_rate:
@@ -123,12 +138,21 @@ class FeaturePlan:
                      f"{human_bytes(self.bytes_to_write):>14}")
         lines.append(f"cache: {self.cache_root} · free {human_bytes(self.free)} · needed with headroom "
                      f"{human_bytes(self.needed_with_headroom)} · {'fits' if self.fits else 'DOES NOT FIT'}")
-        lines.append("mode: " + ("disk (extract once, train from the cache)" if self.fits else
-                                 "none: stream the upstream inside every step (run with --cache none or --cache auto)"))
+        if self.cache_mode == "none":
+            lines.append("mode: none (--cache none): the upstream runs inside every step; nothing is written")
+        elif self.fits:
+            lines.append("mode: disk (extract once, train from the cache)")
+        else:
+            lines.append("mode: none: stream the upstream inside every step (" +
+                         ("--cache auto does)" if self.cache_mode == "auto" else "run with --cache none or --cache auto)"))
         if self.extraction_rate:
-            secs = self.extraction_seconds or 0.0
-            lines.append(f"extraction: {self.extraction_rate:,.0f} s of audio per s measured on a sample here -> "
-                         f"about {human_seconds(secs)} for what is missing")
+            where = f"measured on a sample on {self.extraction_device or 'this machine'}"
+            if self.streamed:
+                lines.append(f"upstream forward: {significant(self.extraction_rate)} s of audio per s, {where} "
+                             "(it runs inside every training and evaluation step)")
+            else:
+                lines.append(f"extraction: {significant(self.extraction_rate)} s of audio per s, {where} -> about "
+                             f"{human_seconds(self.extraction_seconds or 0.0)} for what is missing")
         lines += self.notes
         return "\n".join(lines)
 
@@ -143,12 +167,12 @@ def human_bytes(n: float) -> str:
 
 
 def human_seconds(s: float) -> str:
-    """Seconds as s, min or h."""
+    """Seconds as s, min or h, two significant figures (``45 s``, ``5.0 min``, ``2.4 h``, ``600 h``)."""
     if s < 90:
-        return f"{s:.0f} s"
+        return f"{significant(s)} s"
     if s < 5400:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
+        return f"{significant(s / 60)} min"
+    return f"{significant(s / 3600)} h"
 
 
 def layer_list(layers: Sequence[int]) -> str:
@@ -160,8 +184,10 @@ def layer_list(layers: Sequence[int]) -> str:
 
 
 def plan_features(upstream, task, examples: dict[str, list[Example]], layers: Sequence[int], pooled: bool,
-                  dtype: str, cache_root: Path, samples: dict[str, list[int]] | None = None) -> FeaturePlan:
-    """The cache plan for a run (reads only audio headers and the cache's folder names)."""
+                  dtype: str, cache_root: Path, samples: dict[str, list[int]] | None = None,
+                  placement: Placement | None = None) -> FeaturePlan:
+    """The cache plan for a run (reads only audio headers and the cache's folder names);
+    ``placement`` names the entries (see :func:`~harness.features.cache.cache_key`)."""
     kind = "pooled" if pooled else "frames"
     info = upstream.info
     itemsize = 4 if pooled else np.dtype(dtype).itemsize
@@ -170,8 +196,8 @@ def plan_features(upstream, task, examples: dict[str, list[Example]], layers: Se
         ex = examples[split]
         n_samples = samples[split] if samples is not None else audio_samples(ex)
         frames = sum(max(1, n // info.hop) for n in n_samples) if info.hop else len(ex)
-        present = _present_layers(Path(cache_root) / cache_key(upstream, task.dataset, split, ex, kind, dtype),
-                                  len(ex))
+        present = _present_layers(Path(cache_root) / cache_key(upstream, task.dataset, split, ex, kind, dtype,
+                                                               placement), len(ex))
         total = write = 0
         for layer in layers:
             if pooled:
@@ -200,22 +226,46 @@ def _present_layers(folder: Path, utterances: int) -> set[int]:
     return present or set()
 
 
-def time_extraction(upstream, examples: Sequence[Example], seconds: float = 20.0) -> float:
-    """Seconds of audio per wall second for this upstream here, from a forward pass over a
-    sample of about ``seconds`` of audio (after one warm-up utterance)."""
+@dataclass
+class ExtractionTiming:
+    """A timed forward pass over a sample: the rate in seconds of audio per wall second, where
+    it was measured (:meth:`~harness.features.device.Placement.describe`), the sampled
+    examples and, per example, its length in samples and the layers asked for (float32
+    ``[frames, dim]``, None for others) for the training estimate."""
+    rate: float
+    device: str
+    examples: list[Example]
+    samples: list[int]
+    layers: list[list[np.ndarray | None]]
+
+
+def time_extraction(upstream, examples: Sequence[Example], placement: Placement | None = None,
+                    layers: Sequence[int] | None = None, seconds: float = 20.0,
+                    batch_seconds: float = BATCH_SECONDS) -> ExtractionTiming:
+    """Seconds of audio per wall second for this upstream on ``placement`` (default:
+    :func:`~harness.features.device.choose_device`'s defaults), from a forward pass over a
+    seeded sample of about ``seconds`` of audio batched as extraction batches it (after one
+    warm-up utterance); the sample's ``layers`` (default: all) come back with the rate."""
+    placement = placement or choose_device()
     if not examples:
-        return 0.0
+        return ExtractionTiming(0.0, placement.describe(), [], [], [])
     rng = np.random.default_rng(0)
     order = rng.permutation(len(examples))
-    waves, total = [], 0
+    waves, picked, total = [], [], 0
     for i in order:
-        w = read_audio(examples[int(i)].path, segment=examples[int(i)].segment)
+        e = examples[int(i)]
+        w = read_audio(e.path, segment=e.segment)
         waves.append(w)
+        picked.append(e)
         total += len(w)
         if total >= seconds * SAMPLE_RATE:
             break
-    list(iter_layers(upstream, waves[:1]))  # warm-up
+    list(iter_layers(upstream, waves[:1], layers=layers, placement=placement))  # warm-up
+    out: list[list[np.ndarray | None]] = [None] * len(waves)  # type: ignore[list-item]
+    placement.synchronize()
     t = time.perf_counter()
-    for _ in iter_layers(upstream, waves):
-        pass
-    return total / SAMPLE_RATE / max(time.perf_counter() - t, 1e-9)
+    for i, got in iter_layers(upstream, waves, batch_seconds, layers=layers, placement=placement):
+        out[i] = got
+    placement.synchronize()
+    rate = total / SAMPLE_RATE / max(time.perf_counter() - t, 1e-9)
+    return ExtractionTiming(rate, placement.describe(), picked, [len(w) for w in waves], out)

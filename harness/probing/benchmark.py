@@ -20,8 +20,9 @@ Example (``benchmarks/quick.yaml``)::
 Job keys: ``upstreams`` (list) or ``checkpoints`` (list, in training order), ``tasks`` (list)
 or ``task``, and optionally ``layer`` (default all), ``seed``, ``random_init``,
 ``init_seed``, ``max_steps``, ``set`` (task config overrides, e.g. ``{lr: 0.01}``),
-``data_root``, ``cache`` and ``out`` (default: the config's ``out``). Relative paths are
-relative to the current directory, as on the command line.
+``data_root``, ``cache``, ``accelerator`` (default auto), ``precision`` (default 32-true) and
+``out`` (default: the config's ``out``). Relative paths are relative to the current
+directory, as on the command line.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from harness.registry import parse_spec, resolve_checkpoints, task_names
 from harness.upstream import UpstreamPool
 
 JOB_KEYS = {"upstreams", "checkpoints", "tasks", "task", "layer", "seed", "random_init", "init_seed", "max_steps",
-            "set", "data_root", "cache", "out"}
+            "set", "data_root", "cache", "out", "accelerator", "precision"}
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Job:
     overrides: dict = field(default_factory=dict)
     data_root: Path | None = None
     cache: str = "disk"
+    accelerator: str = "auto"
+    precision: str = "32-true"
 
 
 def load_config(path: Path) -> list[Job]:
@@ -111,6 +114,7 @@ def load_config(path: Path) -> list[Job]:
             random_init=bool(body.get("random_init", False)), init_seed=int(body.get("init_seed", 0)),
             max_steps=body.get("max_steps"), overrides={**parse_overrides(dotted), **nested},
             data_root=Path(body["data_root"]) if body.get("data_root") else None, cache=str(body.get("cache", "disk")),
+            accelerator=str(body.get("accelerator", "auto")), precision=str(body.get("precision", "32-true")),
         ))
     return jobs
 
@@ -141,7 +145,8 @@ def run_benchmark(jobs: list[Job], progress: bool = True) -> list[Outcome]:
             print(f"[{i + 1}/{len(runs)}] {label}", file=sys.stderr, flush=True)
         req = RunRequest(upstream=up, task=task, layer=job.layer, data_root=job.data_root, out=job.out,
                          seed=job.seed, max_steps=job.max_steps, overrides=job.overrides, random_init=job.random_init,
-                         init_seed=job.init_seed, cache=job.cache, progress=progress)
+                         init_seed=job.init_seed, cache=job.cache, accelerator=job.accelerator,
+                         precision=job.precision, progress=progress)
         before = time.time()
         paths = run(req, upstreams=pool)
         took = time.time() - before

@@ -29,6 +29,8 @@ import torch
 from harness.corpus.layout import require_embedded_corpus
 from harness.errors import HarnessError
 from harness.features.cache import ensure_features
+from harness.features.device import DEFAULT_PRECISION, Placement, choose_device
+from harness.features.extract import BATCH_SECONDS
 from harness.features.loaders import (
     FeatureDataset,
     WaveDataset,
@@ -93,9 +95,11 @@ class RunRequest:
     devices: str | int = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    accelerator: str = "cpu"
+    accelerator: str = "auto"  # as Lightning: a GPU when there is one (harness.features.device)
+    precision: str = DEFAULT_PRECISION  # of the frozen upstream's forward pass; the probes train in float32
     cache_dtype: str = "float16"
-    workers: int = 0  # DataLoader worker processes
+    workers: int | None = None  # DataLoader worker processes (None: none on the CPU, a few beside a GPU)
+    batch_seconds: float = BATCH_SECONDS  # padded audio per extraction batch
     progress: bool = True
 
 
@@ -115,6 +119,7 @@ class RunPlan:
     world_size: int
     identity: dict
     key: str
+    placement: Placement = field(default_factory=lambda: Placement(torch.device("cpu")))
     timing: dict = field(default_factory=dict)
 
     def set_features(self, streamed: bool, pooled: bool) -> None:
@@ -176,16 +181,22 @@ def world_size_of(devices: str | int, num_nodes: int, accelerator: str) -> int:
 
 
 def prepare(req: RunRequest, upstreams=None) -> RunPlan:
-    """Resolve the request; every check that can be made before work is made here.
+    """Resolve the request; every check that can be made before work is made here, the
+    device first (:func:`~harness.features.device.choose_device`: ``--accelerator gpu``
+    without a GPU fails in one line before anything is read).
 
     ``upstreams``: an :class:`~harness.upstream.UpstreamPool` to share loaded models
     between runs (``harness benchmark``); a fresh one otherwise."""
+    placement = choose_device(req.accelerator, req.devices, req.precision)
     cache = "none" if req.no_cache else req.cache
     if cache not in CACHE_MODES:
         raise HarnessError(f"--cache {cache!r}: choose from {', '.join(CACHE_MODES)}")
+    if req.batch_seconds <= 0:
+        raise HarnessError(f"--batch-seconds must be positive, got {req.batch_seconds}")
+    placement.workers(req.workers)  # checks the value
     task_cls = load_task(req.task)
     config = task_config(task_cls, req.overrides, req.max_steps)
-    world_size = world_size_of(req.devices, req.num_nodes, req.accelerator)
+    world_size = world_size_of(req.devices, req.num_nodes, placement.accelerator)
     if config["batch_size"] % world_size:
         raise HarnessError(f"batch_size {config['batch_size']} is not divisible by the {world_size} training processes "
                            "(the batch size is global); --set batch_size to a multiple of it")
@@ -208,8 +219,10 @@ def prepare(req: RunRequest, upstreams=None) -> RunPlan:
     identity = run_identity(
         upstream=upstream.identity(), task=task.name, config=config, probes=[p.key for p in probes], seed=req.seed,
         corpus=corpus_identity(data_root, [e for s in SPLITS for e in examples[s]]), world_size=world_size,
-        features=features_mode(streamed, pooled, req.cache_dtype), task_content=task.identity())
-    plan = RunPlan(req, task, config, data_root, examples, upstream, probes, streamed, pooled, world_size, identity, "")
+        features=features_mode(streamed, pooled, req.cache_dtype), task_content=task.identity(),
+        compute=placement.identity())
+    plan = RunPlan(req, task, config, data_root, examples, upstream, probes, streamed, pooled, world_size, identity, "",
+                   placement)
     plan.set_features(streamed, pooled)
     return plan
 
@@ -218,7 +231,7 @@ def cache_plan(plan: RunPlan):
     """What a cached run would write (:class:`~harness.features.planning.FeaturePlan`)."""
     return plan_features(plan.upstream, plan.task, plan.examples, plan.layers,
                          plan.task.poolable and not plan.config["layer_norm"], plan.request.cache_dtype,
-                         default_home() / "features")
+                         default_home() / "features", placement=plan.placement)
 
 
 def choose_features(plan: RunPlan) -> RunPlan:
@@ -305,14 +318,17 @@ def say_if_from_another_machine(plan: RunPlan, paths: list[Path]) -> None:
 
 
 def provide_features(plan: RunPlan) -> dict[str, Any]:
-    """A dataset per split: cached layers (only those the probes need) or raw audio."""
+    """A dataset per split: cached layers (only those the probes need, extracted on the plan's
+    device and precision) or raw audio."""
     if plan.streamed:
         return {s: WaveDataset(plan.examples[s]) for s in SPLITS}
 
     kind = "pooled" if plan.pooled else "frames"
+    req = plan.request
     return {s: FeatureDataset(plan.examples[s], ensure_features(
-        plan.upstream, plan.task.dataset, s, plan.examples[s], kind=kind, dtype=plan.request.cache_dtype,
-        layers=plan.layers, progress=plan.request.progress)) for s in SPLITS}
+        plan.upstream, plan.task.dataset, s, plan.examples[s], kind=kind, dtype=req.cache_dtype,
+        layers=plan.layers, progress=req.progress, placement=plan.placement, batch_seconds=req.batch_seconds,
+        workers=req.workers)) for s in SPLITS}
 
 
 # -------------------------------------------------------------------- 4. fit
@@ -336,25 +352,27 @@ def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
     window gets one more validation at that step, so every run ends validated."""
 
     quiet_third_party(dependency_warnings=False)
-    req, config = plan.request, plan.config
+    req, config, placement = plan.request, plan.config, plan.placement
     batch_size, val_interval = int(config["batch_size"]), int(config["val_interval"])
-    train = train_loader(datasets["train"], batch_size, val_interval, req.seed, plan.world_size, req.workers)
-    dev = eval_loader(datasets["dev"], batch_size, req.workers)
+    workers = placement.workers(req.workers)
+    train = train_loader(datasets["train"], batch_size, val_interval, req.seed, plan.world_size, workers,
+                         placement.pin_memory)
+    dev = eval_loader(datasets["dev"], batch_size, workers, placement.pin_memory)
     pl.seed_everything(req.seed, workers=True, verbose=False)
     module = ProbeModule(plan.task, plan.probes, list(plan.upstream.info.dims), plan.upstream.info.hop, config,
                          plan.examples["dev"], upstream=plan.upstream if plan.streamed else None,
-                         offset=plan.upstream.info.frame_offset)
+                         offset=plan.upstream.info.frame_offset, placement=placement)
     last = _checkpoint_for_budget(plan.run_dir, int(config["max_steps"]))
     callbacks = [WindowCheckpoint(last, val_interval)] + ([StepProgress(plan.task.metric.name)] if req.progress else [])
     trainer = pl.Trainer(
-        max_steps=int(config["max_steps"]), max_epochs=-1, accelerator=req.accelerator, devices=req.devices,
+        max_steps=int(config["max_steps"]), max_epochs=-1, accelerator=placement.accelerator, devices=req.devices,
         num_nodes=req.num_nodes, strategy=req.strategy, deterministic=True, num_sanity_val_steps=0,
         check_val_every_n_epoch=1, callbacks=callbacks, enable_checkpointing=False, logger=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(plan.run_dir),
         use_distributed_sampler=False,
     )
     torch.use_deterministic_algorithms(True, warn_only=True)
-    gloo = plan.world_size > 1 and req.accelerator == "cpu"
+    gloo = plan.world_size > 1 and placement.accelerator == "cpu"
     with _no_stdout() if gloo else contextlib.nullcontext():
         try:
             trainer.fit(module, train, dev, ckpt_path=str(last) if last.exists() else None, weights_only=True)
@@ -366,7 +384,7 @@ def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
             raise
     steps = max(int(trainer.global_step), module.steps_done)  # spawned workers: only the module comes back
     if steps != module.last_validated_step:
-        module.validate_now(dev, steps)
+        module.validate_now(dev, steps, placement.device)
     return Fitted(module, steps, trainer.is_global_zero)
 
 
@@ -417,8 +435,9 @@ def score(plan: RunPlan, module, datasets: dict[str, Any]) -> dict[str, ProbeSco
     module.load_best()
     batch_size = int(plan.config["batch_size"])
     results = {}
-    per_split = {s: predict_all(module, eval_loader(datasets[s], batch_size, plan.request.workers))
-                 for s in ("dev", "test")}
+    workers, placement = plan.placement.workers(plan.request.workers), plan.placement
+    per_split = {s: predict_all(module, eval_loader(datasets[s], batch_size, workers, placement.pin_memory),
+                                placement.device) for s in ("dev", "test")}
     for spec in plan.probes:
         dev_metrics, _ = plan.task.score(per_split["dev"][spec.key], plan.examples["dev"])
         test_metrics, outcomes = plan.task.score(per_split["test"][spec.key], plan.examples["test"])

@@ -2,9 +2,17 @@
 
 A run's key hashes everything that changes its numbers (upstream weights, task and config,
 probes, seed, corpus content, how features reach the probes, the number of training
-processes, the harness version) and nothing that does not (where the corpus or the
-results sit, the step budget: a longer run continues a shorter one through identical
-windows). The same experiment therefore gets the same key on every machine.
+processes, where the upstream ran and in what precision, the harness version) and nothing
+that does not (where the corpus or the results sit, the step budget: a longer run continues
+a shorter one through identical windows; how extraction is batched or how many workers
+decode). The same experiment therefore gets the same key on every machine of a kind.
+
+Fields with defaults are left out when at their default, so that keys made before those
+options existed stay valid: the device type (``device``) appears only when it is not
+``cpu`` and the precision (``precision``) only when it is not ``32-true``
+(:meth:`harness.features.device.Placement.identity`); every committed record under
+``results/`` was made on the CPU in float32 and keeps its key. Any field added later must
+follow the same rule.
 """
 
 from __future__ import annotations
@@ -71,18 +79,21 @@ def features_mode(streamed: bool, pooled: bool, cache_dtype: str) -> str:
 
 
 def run_identity(*, upstream: dict, task: str, config: dict, probes: Sequence[str], seed: int, corpus: dict,
-                 world_size: int, features: str, task_content: dict | None = None) -> dict:
+                 world_size: int, features: str, task_content: dict | None = None,
+                 compute: dict | None = None) -> dict:
     """Everything that changes a run's numbers, and nothing else (the module docstring).
 
     ``upstream``: :meth:`harness.upstream.Upstream.identity`; ``config``: the resolved task config
     (its step budget is left out: a longer run continues a shorter one through identical windows);
     ``probes``: probe keys; ``corpus``: :func:`corpus_identity`; ``features``: :func:`features_mode`;
     ``task_content``: :meth:`harness.task.Task.identity` (left out when empty, so tasks without such
-    content keep the keys they always had).
+    content keep the keys they always had); ``compute``: :meth:`harness.features.device.Placement.identity`
+    (only non-default fields: ``{}`` on the CPU in float32, which leaves the identity as it was
+    before devices counted).
     """
     ident = {"upstream": upstream, "task": task, "config": {k: v for k, v in config.items() if k != "max_steps"},
              "probes": list(probes), "seed": seed, "corpus": corpus, "world_size": world_size, "version": __version__,
-             "features": features}
+             "features": features, **(compute or {})}
     if task_content:
         ident["task_content"] = task_content
     return ident

@@ -19,9 +19,11 @@ from typing import Any, Iterable
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import move_data_to_device
 from tqdm import tqdm
 
 from harness.errors import HarnessError
+from harness.features.device import Placement
 from harness.features.extract import streamed_layers
 from harness.features.loaders import frame_lengths
 from harness.fsutil import atomic_path
@@ -49,14 +51,17 @@ class ProbeModule(pl.LightningModule):
     """L+1 (or fewer) independent probes trained from one stream of batches.
 
     ``upstream``: None when batches carry cached features; an upstream when batches carry
-    waveforms (streamed runs), run frozen under ``no_grad`` inside every step.
+    waveforms (streamed runs), run frozen under ``no_grad`` inside every step, in
+    ``placement``'s precision (Lightning has moved it to the module's device).
     """
 
     def __init__(self, task: Task, probes: list[ProbeSpec], dims: list[int], hop: int | None, config: dict,
-                 dev_examples: list[Example], upstream=None, offset: int = 0) -> None:
+                 dev_examples: list[Example], upstream=None, offset: int = 0,
+                 placement: Placement | None = None) -> None:
         super().__init__()
         self.task, self.specs, self.hop, self.config, self.offset = task, probes, hop, config, offset
         self.dev_examples = dev_examples
+        self.placement = placement
         self.upstream = upstream
         if upstream is not None:
             upstream.requires_grad_(False)
@@ -80,7 +85,7 @@ class ProbeModule(pl.LightningModule):
             return batch["hidden"], batch["layer_lengths"]
 
         return streamed_layers(self.upstream, batch["waves"], batch["wave_lengths"],
-                               sorted({i for s in self.specs for i in s.layers}))
+                               sorted({i for s in self.specs for i in s.layers}), self.placement)
 
     def prepared(self, batch: dict) -> tuple[list, dict]:
         """(per-layer features, the batch with lengths and the task's targets)."""
@@ -97,11 +102,14 @@ class ProbeModule(pl.LightningModule):
         return {key: self.task.predict(*probe.outputs(hidden, b)) for key, probe in self.probes.items()}
 
     # -- training -------------------------------------------------------------
-    def training_step(self, batch, batch_idx):
+    def loss(self, batch: dict) -> torch.Tensor:
+        """The sum of every probe's loss on a batch (each probe's gradient is its own loss's)."""
         hidden, b = self.prepared(batch)
-        losses = [self.task.loss(*probe.outputs(hidden, b)) for probe in self.probes.values()]
-        total = sum(losses)
-        self.log("train_loss", total / len(losses), prog_bar=True, batch_size=len(batch["examples"]))
+        return sum(self.task.loss(*probe.outputs(hidden, b)) for probe in self.probes.values())
+
+    def training_step(self, batch, batch_idx):
+        total = self.loss(batch)
+        self.log("train_loss", total / len(self.probes), prog_bar=True, batch_size=len(batch["examples"]))
         return total
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
@@ -145,10 +153,11 @@ class ProbeModule(pl.LightningModule):
         steps = [c[-1]["step"] for c in self.curve.values() if c]
         return max(steps) if steps else None
 
-    def validate_now(self, loader: Iterable[dict], step: int) -> None:
+    def validate_now(self, loader: Iterable[dict], step: int, device: torch.device | None = None) -> None:
         """A validation pass outside Lightning's loop (the last step of a run that ends
-        inside a window), with the same selection rule."""
-        preds = predict_all(self, loader)
+        inside a window), with the same selection rule, on ``device`` (default: where the
+        module is)."""
+        preds = predict_all(self, loader, device)
         self.select(step, preds)
 
     def selection(self, key: str) -> ProbeSelection:
@@ -189,13 +198,20 @@ class ProbeModule(pl.LightningModule):
         return result
 
 
-def predict_all(module: ProbeModule, loader: Iterable[dict]) -> dict[str, dict[str, Any]]:
-    """{probe key: {utterance id: prediction}} over a whole loader, in eval mode."""
+def predict_all(module: ProbeModule, loader: Iterable[dict],
+                device: torch.device | None = None) -> dict[str, dict[str, Any]]:
+    """{probe key: {utterance id: prediction}} over a whole loader, in eval mode; with
+    ``device``, the module and each batch are moved there first (after ``fit`` Lightning has
+    put the module back on the CPU)."""
     preds: dict[str, dict[str, Any]] = {key: {} for key in module.probes}
     was_training = module.training
+    if device is not None:
+        module.to(device)
     module.eval()
     with torch.no_grad():
         for batch in loader:
+            if device is not None:
+                batch = move_data_to_device(batch, device)
             for key, out in module.predictions(batch).items():
                 for e, p in zip(batch["examples"], out):
                     preds[key][e.id] = p
