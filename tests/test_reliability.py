@@ -17,7 +17,8 @@ import pytest
 import tiny_models
 import torch
 
-RUN = ["run", "--task", "phone", "--layer", "all", "--quiet", "--set", "batch_size=4", "--set", "val_interval=4"]
+RUN = ["run", "--task", "phone", "--layer", "all", "--quiet", "--set", "batch_size=4", "--set", "val_interval=4",
+       "--protocol", "quick"]
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,8 @@ def test_sigterm_exits_143_with_one_line_and_the_rerun_resumes(tiny_corpus, tiny
 def test_bad_input_is_one_line_before_any_work(tiny_corpus, tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    base = ["run", "--upstream", "fbank", "--task", "sid", "--data-root", str(tiny_corpus), "--quiet"]
+    base = ["run", "--upstream", "fbank", "--task", "sid", "--data-root", str(tiny_corpus), "--quiet", "--protocol",
+            "quick"]
     cases = [
         (base + ["--out", str(a_file / "out")], {}, "--out"),
         (base, {"HARNESS_HOME": str(a_file / "home")}, "HARNESS_HOME"),
@@ -137,7 +139,7 @@ def test_files_are_written_with_the_users_umask(tiny_corpus, tmp_path):
         proc = subprocess.run([sys.executable, "-c", f"import os, sys; os.umask({umask}); from harness.cli import main; "
                                f"sys.exit(main(sys.argv[1:]))", "run", "--upstream", "fbank", "--task", "sid",
                                "--data-root", str(tiny_corpus), "--quiet", "--max-steps", "2", "--set",
-                               "val_interval=2", "--out", str(out)], env=_env(tmp_path / f"home{umask:o}"),
+                               "val_interval=2", "--protocol", "quick", "--out", str(out)], env=_env(tmp_path / f"home{umask:o}"),
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         files = [p for p in out.rglob("*") if p.is_file()]
