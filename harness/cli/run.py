@@ -60,6 +60,7 @@ def _plan(args: argparse.Namespace) -> int:
     _check_names(args)
     from harness.features.planning import time_extraction
     from harness.probing.engine import cache_plan, finished_records, prepare
+    from harness.probing.estimate import announce
 
     if args.checkpoints:
         from harness.errors import HarnessError
@@ -72,6 +73,7 @@ def _plan(args: argparse.Namespace) -> int:
     done = finished_records(plan)
     if done:
         fp.notes.append(f"this run is already finished: its records are in {done[0].parent}")
+    fp.notes.append(announce(plan, None).removeprefix("harness: "))
     print(fp.format())
     return 0
 

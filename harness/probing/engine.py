@@ -20,6 +20,7 @@ result (:mod:`harness.probing.folds`).
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import resource
 import sys
@@ -428,7 +429,7 @@ def run(req: RunRequest, upstreams=None) -> list[Path]:
         return done
     plan = choose_features(plan)
     estimate = estimate_training(plan)
-    if req.progress or estimate.seconds > LONG_SECONDS:
+    if (req.progress or estimate.seconds > LONG_SECONDS) and os.environ.get("RANK", "0") == "0":  # once per launch
         print(announce(plan, estimate), file=sys.stderr, flush=True)
     with _experiment_lock(plan):
         done = finished_records(plan)  # another process may have finished it while we waited
