@@ -73,7 +73,8 @@ def main() -> None:
 
     def one(layer: str, no_cache: bool, out: Path):
         req = RunRequest(upstream=spec, task=args.task, layer=layer, data_root=data_root, out=out,
-                         max_steps=args.steps, overrides=overrides, no_cache=no_cache, progress=False)
+                         max_steps=args.steps, overrides=overrides, no_cache=no_cache, progress=False,
+                         protocol="quick")
         return [json.loads(p.read_text()) for p in run(req)]
 
     t0 = time.time()

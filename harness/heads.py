@@ -228,3 +228,58 @@ class SpanLinear(Head):
         cums = torch.cat([torch.zeros_like(logits[:, :1]), logits.cumsum(1)], dim=1)  # [B, T + 1, C]
         total = cums[utt, last] - cums[utt, first]
         return total / (last - first).clamp(min=1)[:, None].to(logits.dtype)
+
+
+class SuperbXVectorHead(Head):
+    """s3prl 0.4.18's ASV head (``downstream/sv_voxceleb1``, config ``amsoftmax.yaml``, model.py):
+
+    Linear(D, C) connector -> five TDNN layers (context 5/3/3/1/1, dilation 1/2/3/1/1, ReLU, no
+    BatchNorm, no dropout, **valid** convolutions: 14 frames shorter) of C channels, the last of
+    ``pooled`` (1500) -> statistics pooling (mean and unbiased standard deviation over the valid
+    frames) -> Linear(2 * pooled, E) + ReLU = the scored embedding (s3prl's ``inference``) ->
+    Linear(E, E) + ReLU -> the additive-margin softmax over the training speakers (weights
+    Xavier-normal, as s3prl's ``AMSoftmaxLoss``). s3prl ties C = E = 512 (``input_dim``).
+
+    ``forward`` returns ``(embedding [B, E], cosines to the speakers' weight vectors
+    [B, speakers])``. Inputs shorter than 15 frames (an utterance-level layer has one) are
+    zero-padded to 15 so one output frame remains (s3prl would fail on them). s3prl's pooling
+    counts one padded frame past each padded utterance's end; this head pools the valid frames only.
+    """
+
+    CONTEXT = ((5, 1), (3, 2), (3, 3), (1, 1), (1, 1))  # (kernel, dilation) of the five TDNN layers
+    SHRINK = sum((k - 1) * d for k, d in CONTEXT)  # 14 frames
+
+    def __init__(self, dim: int, speakers: int, channels: int = 512, pooled: int = 1500,
+                 embedding: int = 512) -> None:
+        super().__init__()
+        self.connector = nn.Linear(dim, channels)
+        layers, c_in = [], channels
+        for i, (kernel, dilation) in enumerate(self.CONTEXT):
+            c_out = pooled if i == len(self.CONTEXT) - 1 else channels
+            layers += [nn.Conv1d(c_in, c_out, kernel, dilation=dilation), nn.ReLU()]
+            c_in = c_out
+        self.tdnn = nn.Sequential(*layers)
+        self.embed = nn.Linear(2 * pooled, embedding)
+        self.hidden = nn.Linear(embedding, embedding)
+        self.weight = nn.Parameter(nn.init.xavier_normal_(torch.empty(speakers, embedding)))
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return (lengths - self.SHRINK).clamp(min=1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.dim() == 2:  # a pooled or utterance-level feature: one frame
+            x = x[:, None]
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+        if x.shape[1] <= self.SHRINK:
+            x = F.pad(x, (0, 0, 0, self.SHRINK + 1 - x.shape[1]))
+        h = self.tdnn(self.connector(x).transpose(1, 2)).transpose(1, 2)  # [B, T - 14, pooled]
+        n = self.output_lengths(lengths.to(h.device))
+        mask = (torch.arange(h.shape[1], device=h.device)[None, :] < n[:, None]).to(h.dtype)[..., None]
+        count = n[:, None].to(h.dtype)
+        mean = (h * mask).sum(1) / count
+        var = (((h - mean[:, None]) ** 2) * mask).sum(1) / (count - 1).clamp(min=1)
+        emb = F.relu(self.embed(torch.cat([mean, var.clamp(min=1e-12).sqrt()], dim=1)))
+        hidden = F.relu(self.hidden(emb))
+        cos = F.normalize(hidden, dim=1) @ F.normalize(self.weight, dim=1).T
+        return emb, cos

@@ -10,8 +10,10 @@ never ran the CLI).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import warnings
 
 _LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric", "speechbrain")
@@ -42,3 +44,20 @@ def quiet_third_party(dependency_warnings: bool = True) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+@contextlib.contextmanager
+def no_stdout():
+    """Gloo (CPU DDP) prints a connection line per rank on the C++ side's stdout; the run's
+    results are printed afterwards, so stdout stays clean for them."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)

@@ -184,6 +184,11 @@ class ResultRecord:
     pooled_cache: bool = False  # utterance means cached instead of frames
     world_size: int = 1  # training processes; the batch size is global (split over them)
     dropped_utterances: dict = field(default_factory=dict)
+    #: the split model selection scored: "dev", or "test" (SUPERB's ASV choice: reports mark it)
+    selection: str = "dev"
+    #: the protocol the config was resolved under (superb, quick ...): a name, not identity (the
+    #: config is); None in records written before protocols existed
+    protocol: str | None = None
     # provenance (not identity)
     data_root: str | None = None
     wall_time_s: float | None = None

@@ -4,7 +4,8 @@ A task (one module in ``tasks/`` or in another package, registered in the ``harn
 entry-point group) reads its splits with the dataset readers, encodes targets, builds its
 head for an input dimension, and turns head outputs into a loss, predictions and a metric
 with per-utterance :class:`~harness.records.Outcomes`. Its defaults live in ``NAME.yaml``
-beside the plugin's module; ``--set key=value`` overrides them, checked against
+beside the plugin's module (the ``quick`` protocol); ``NAME.superb.yaml`` beside it overlays
+s3prl's recipe (:mod:`harness.protocol`); ``--set key=value`` overrides either, checked against
 :attr:`Task.config_schema`.
 """
 
@@ -20,9 +21,10 @@ import numpy as np
 import torch
 import yaml
 
-from harness.config import Field, merge_config, validate
+from harness.config import Field
 from harness.errors import HarnessError
 from harness.heads import Head
+from harness.protocol import BASE_PROTOCOL, resolve_recipe
 from harness.records import MetricSpec, Outcomes  # noqa: F401  (plugins import them from here)
 
 SPLITS = ("train", "dev", "test")
@@ -36,7 +38,17 @@ BASE_SCHEMA: dict[str, Field] = {
     "grad_clip": Field(float, above=0, nullable=True),
     "splits": Field(dict),
     "head": Field(dict),
+    # optional keys (Task.optional_config): absent from NAME.yaml, set by a protocol or --set
+    "optimizer": Field(str, choices=("adam", "adamw")),
+    "weight_decay": Field(float, minimum=0),
+    "eps": Field(float, above=0),
+    "accumulate": Field(int, minimum=1),
+    "selection": Field(str, choices=("dev", "test")),
 }
+#: neutral values of the optional keys every task takes: what a run does without them
+#: (torch.optim.Adam's own settings, one batch per optimizer step, dev-set model selection)
+BASE_OPTIONAL: dict[str, Any] = {"optimizer": "adam", "weight_decay": 0.0, "eps": 1.0e-8, "accumulate": 1,
+                                 "selection": "dev"}
 
 
 @dataclass
@@ -55,6 +67,10 @@ class Example:
     #: (first sample, end sample) when the utterance is a part of ``path`` (e.g. one second of
     #: a background-noise recording for Speech Commands' _silence_ class)
     segment: tuple[int, int] | None = None
+    #: samples: in training, each time the example is drawn, a fresh random window of this many
+    #: samples (frames of the same span from the cache), drawn from (seed, position in the
+    #: training stream); None = the whole utterance. Evaluation always reads the whole utterance.
+    crop: int | None = None
 
 
 class Task(abc.ABC):
@@ -76,6 +92,10 @@ class Task(abc.ABC):
     #: True when the head's first operation is linear and then a mean over frames, so per-layer
     #: utterance means can be cached instead of frames (exactly the same logits)
     poolable: ClassVar[bool] = False
+    #: keys a protocol or ``--set`` may add although ``NAME.yaml`` lacks them (dotted for nested
+    #: keys), with their neutral value; a key at its neutral value is left out of the resolved
+    #: config, so it never changes a run's identity (see :mod:`harness.protocol`)
+    optional_config: ClassVar[Mapping[str, Any]] = BASE_OPTIONAL
 
     def __init__(self, config: dict) -> None:
         self.config = config
@@ -83,6 +103,18 @@ class Task(abc.ABC):
         #: words, under the split's name) or by "split: reason" (the engine's, e.g. clips shorter
         #: than the upstream's shortest input); recorded with every result
         self.dropped: dict[str, int] = {}
+
+    def option(self, key: str) -> Any:
+        """The config's value of ``key`` (dotted for nested keys), or its neutral value when the
+        key is optional and the config leaves it out (:attr:`optional_config`)."""
+        node: Any = self.config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                if key in self.optional_config:
+                    return self.optional_config[key]
+                raise KeyError(key)
+            node = node[part]
+        return node
 
     @classmethod
     def default_config(cls) -> dict:
@@ -105,6 +137,24 @@ class Task(abc.ABC):
         (e.g. a verification trial list), as JSON-able content; part of the run identity when
         not empty. Called after :meth:`examples` for every split."""
         return {}
+
+    def sample_weights(self, train: list[Example]) -> list[float] | None:
+        """Relative draw probability of each training example, or None for shuffled passes over
+        the data (the default). Non-None: every draw is independent, with replacement (torch's
+        WeightedRandomSampler; s3prl's KS uses inverse class frequencies)."""
+        return None
+
+    @property
+    def selection_metric(self) -> str:
+        """The metric model selection maximises (or minimises): the task's metric unless the
+        task selects on another one of its scores (e.g. class-balanced accuracy)."""
+        return self.metric.name
+
+    def fold_overrides(self) -> list[dict] | None:
+        """Cross-validation: one config override per fold, or None for a single run. A run
+        with folds trains each fold as its own run and reports the mean over folds as one
+        result (:mod:`harness.probing.folds`)."""
+        return None
 
     # --- model -----------------------------------------------------------------
     @abc.abstractmethod
@@ -181,10 +231,8 @@ def require_examples(examples: list, what: str, root: Path) -> list:
     return examples
 
 
-def task_config(task_cls: type[Task], overrides: dict | None = None, max_steps: int | None = None) -> dict:
-    """The task's defaults with ``overrides`` merged and every value checked."""
-    defaults = task_cls.default_config()
-    config = merge_config(defaults, overrides or {})
-    if max_steps is not None:
-        config["max_steps"] = max_steps
-    return validate(config, defaults, task_cls.config_schema)
+def task_config(task_cls: type[Task], overrides: dict | None = None, max_steps: int | None = None,
+                protocol: str | None = BASE_PROTOCOL) -> dict:
+    """The task's config under ``protocol`` (default ``quick``: ``NAME.yaml``) with ``overrides``
+    merged and every value checked (:func:`harness.protocol.resolve_recipe`)."""
+    return resolve_recipe(task_cls, protocol, overrides, max_steps).config

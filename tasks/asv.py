@@ -10,6 +10,15 @@ Speakers: the trial list's speakers are the test set and never trained on; of th
 speakers, the last ``dev_speakers`` (by id) are held out for model selection on dev trials
 built the same way (half target, cross-session); the rest train. The bootstrap intervals
 resample trials.
+
+Under ``superb`` (``asv.superb.yaml``, s3prl 0.4.18 ``downstream/sv_voxceleb1``): s3prl's head
+(``head.style: superb``, :class:`harness.heads.SuperbXVectorHead`), AM-softmax m 0.4, AdamW,
+training utterances of at most ``min_train_seconds`` (2 s) dropped (counted in ``dropped``;
+s3prl measures the length after sox's silence trimming, this reads the file's length) and
+random ``crop_seconds`` (8 s) crops of the rest. ``selection``: ``dev`` (default) picks each
+probe's checkpoint on the dev trials; ``test`` reproduces SUPERB's choice (every checkpoint
+scored on the test trials, the best test EER reported; recorded in the record's
+``selection``, so reports can mark it).
 """
 
 from __future__ import annotations
@@ -19,16 +28,20 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 import torch.nn.functional as F
+from harness.tasks.families import training_crop
 
 from harness.config import Field
 from harness.data import read_voxceleb1_all, read_voxceleb1_trials
 from harness.data.voxceleb import trial_list_name
 from harness.errors import HarnessError
-from harness.heads import XVectorHead
+from harness.audio import SAMPLE_RATE
+from harness.heads import SuperbXVectorHead, XVectorHead
 from harness.metrics import equal_error_rate, min_dcf
 from harness.task import (
+    BASE_OPTIONAL,
     BASE_SCHEMA,
     Example,
     LabelMap,
@@ -59,7 +72,12 @@ class SpeakerVerification(Task):
     metric = MetricSpec("eer", higher_is_better=False)
     config_schema = {**BASE_SCHEMA, "dev_speakers": Field(int, minimum=2), "dev_trials": Field(int, minimum=10),
                      "head.channels": Field(int, minimum=1), "head.embedding": Field(int, minimum=1),
-                     "head.margin": Field(float, minimum=0, maximum=1), "head.scale": Field(float, above=0)}
+                     "head.margin": Field(float, minimum=0, maximum=1), "head.scale": Field(float, above=0),
+                     "head.style": Field(str, choices=("compact", "superb")),
+                     "head.pooled": Field(int, minimum=1, nullable=True),
+                     "crop_seconds": Field(float, above=0, nullable=True), "min_train_seconds": Field(float, minimum=0)}
+    optional_config = {**BASE_OPTIONAL, "head.style": "compact", "head.pooled": None, "crop_seconds": None,
+                       "min_train_seconds": 0.0}
 
     def __init__(self, config: dict) -> None:
         super().__init__(config)
@@ -85,9 +103,22 @@ class SpeakerVerification(Task):
             self.trials["dev"] = self._dev_trials(chosen)
         else:
             chosen = [u for u in utts if u.speaker not in dev_speakers and u.speaker not in test_speakers]
+            chosen = self._long_enough(chosen)
         for u in chosen:
             self._split_of[u.id] = split
-        return require_examples([Example(u.id, u.path, (u.speaker,)) for u in chosen], f"VoxCeleb1 {split}", data_root)
+        crop = training_crop(self.config, split)
+        return require_examples([Example(u.id, u.path, (u.speaker,), crop=crop) for u in chosen], f"VoxCeleb1 {split}",
+                                data_root)
+
+    def _long_enough(self, utts: list) -> list:
+        """Training utterances longer than ``min_train_seconds`` (s3prl keeps ``length > min_sec``);
+        the number dropped goes to ``self.dropped["train"]``."""
+        limit = float(self.option("min_train_seconds") or 0.0) * SAMPLE_RATE
+        if limit <= 0:
+            return utts
+        kept = [u for u in utts if int(sf.info(str(u.path)).frames) > limit]
+        self.dropped["train"] = len(utts) - len(kept)
+        return kept
 
     def identity(self) -> dict:
         """The trial lists scored (a sha256 of the pairs and labels): another list over the same
@@ -121,6 +152,9 @@ class SpeakerVerification(Task):
 
     def build_head(self, dim: int):
         h = self.config["head"]
+        if self.option("head.style") == "superb":
+            return SuperbXVectorHead(dim, len(self.speakers), channels=int(h["channels"]),
+                                     pooled=int(self.option("head.pooled") or 1500), embedding=int(h["embedding"]))
         return XVectorHead(dim, len(self.speakers), channels=int(h["channels"]), embedding=int(h["embedding"]))
 
     def batch_targets(self, examples, frames, hop, offset=0):

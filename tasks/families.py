@@ -41,6 +41,13 @@ from harness.task import (
 )
 
 
+def training_crop(config: dict, split: str) -> int | None:
+    """Samples of the random training crop ``crop_seconds`` asks for (s3prl's ``max_timestep``:
+    128,000 samples = 8 s for SID and ASV), None outside training or without the key."""
+    seconds = config.get("crop_seconds")
+    return int(round(float(seconds) * SAMPLE_RATE)) if seconds and split == "train" else None
+
+
 def counted_accuracy(predictions: dict, examples: list[Example]) -> tuple[dict[str, float], Outcomes]:
     """Accuracy over counted items when each prediction is ``(correct, total)`` for one
     utterance (frames or spans): ``sum(correct) / sum(total)``, per-utterance outcomes kept."""

@@ -46,3 +46,26 @@ def test_a_probe_on_an_utterance_level_layer_pools_over_its_own_single_frame():
     batch = {"lengths": torch.tensor([9, 6]), "layer_lengths": [torch.tensor([9, 6]), torch.tensor([1, 1])]}
     out, _ = probe.outputs([frames, emb], batch)
     assert torch.allclose(out[0], head(emb[:, 0])[0], atol=1e-6)
+
+
+def test_superb_xvector_head_is_s3prls_architecture():
+    from harness.heads import SuperbXVectorHead
+
+    torch.manual_seed(0)
+    head = SuperbXVectorHead(24, speakers=7, channels=16, pooled=30, embedding=12)
+    convs = [m for m in head.tdnn if isinstance(m, torch.nn.Conv1d)]
+    assert [(c.kernel_size[0], c.dilation[0], c.padding[0]) for c in convs] == [(5, 1, 0), (3, 2, 0), (3, 3, 0),
+                                                                                 (1, 1, 0), (1, 1, 0)]
+    assert convs[-1].out_channels == 30 and head.embed.in_features == 60 and head.connector.out_features == 16
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules())
+    assert head.output_lengths(torch.tensor([40, 20])).tolist() == [26, 6]  # valid convolutions: 14 frames fewer
+    x = torch.randn(2, 40, 24)
+    emb, cos = head(x, torch.tensor([40, 20]))
+    assert emb.shape == (2, 12) and cos.shape == (2, 7) and (emb >= 0).all()  # Linear + ReLU is the embedding
+    alone, _ = head(x[1:, :20], torch.tensor([20]))
+    assert torch.allclose(emb[1], alone[0], atol=1e-5)  # padding never enters the statistics
+    h = head.tdnn(head.connector(x[1:, :20]).transpose(1, 2))[0]  # unbiased standard deviation, as torch.std
+    stats = torch.cat([h.mean(1), h.std(1)])
+    assert torch.allclose(alone[0], torch.relu(head.embed(stats)), atol=1e-5)
+    short, _ = head(torch.randn(1, 1, 24), torch.tensor([1]))  # an utterance-level layer still gives an embedding
+    assert torch.isfinite(short).all()

@@ -18,7 +18,8 @@ import pytest
 import tiny_models
 import torch
 
-RUN = ["run", "--task", "phone", "--layer", "all", "--quiet", "--set", "batch_size=4", "--set", "val_interval=4"]
+RUN = ["run", "--task", "phone", "--layer", "all", "--quiet", "--set", "batch_size=4", "--set", "val_interval=4",
+       "--protocol", "quick"]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,8 @@ def test_sigterm_exits_143_with_one_line_and_the_rerun_resumes(tiny_corpus, tiny
 def test_bad_input_is_one_line_before_any_work(tiny_corpus, tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    base = ["run", "--upstream", "fbank", "--task", "sid", "--data-root", str(tiny_corpus), "--quiet"]
+    base = ["run", "--upstream", "fbank", "--task", "sid", "--data-root", str(tiny_corpus), "--quiet", "--protocol",
+            "quick"]
     cases = [
         (base + ["--out", str(a_file / "out")], {}, "--out"),
         (base, {"HARNESS_HOME": str(a_file / "home")}, "HARNESS_HOME"),
@@ -138,7 +140,7 @@ def test_files_are_written_with_the_users_umask(tiny_corpus, tmp_path):
         proc = subprocess.run([sys.executable, "-c", f"import os, sys; os.umask({umask}); from harness.cli import main; "
                                f"sys.exit(main(sys.argv[1:]))", "run", "--upstream", "fbank", "--task", "sid",
                                "--data-root", str(tiny_corpus), "--quiet", "--max-steps", "2", "--set",
-                               "val_interval=2", "--out", str(out)], env=_env(tmp_path / f"home{umask:o}"),
+                               "val_interval=2", "--protocol", "quick", "--out", str(out)], env=_env(tmp_path / f"home{umask:o}"),
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         files = [p for p in out.rglob("*") if p.is_file()]
@@ -191,7 +193,8 @@ def test_clips_shorter_than_the_upstream_input_are_left_out_and_counted(tiny_cor
     wave, rate = sf.read(str(victim), dtype="float32")
     sf.write(str(victim), wave[:100], rate)
     proc = _cli(["run", "--upstream", "fbank", "--task", "ic", "--layer", "0", "--data-root", str(root), "--quiet",
-                 "--max-steps", "2", "--set", "val_interval=2", "--out", str(tmp_path / "out")], _env(tmp_path / "h"))
+                 "--max-steps", "2", "--set", "val_interval=2", "--protocol", "quick", "--out", str(tmp_path / "out")],
+                _env(tmp_path / "h"))
     assert proc.returncode == 0, proc.stderr
     assert "1 test utterance(s) shorter than 400 samples" in proc.stderr and victim.name in proc.stderr
     record = json.loads(next((tmp_path / "out").rglob("layer_0_seed0.json")).read_text())
@@ -274,7 +277,7 @@ def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_partial_file(tiny_co
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(harness.fsutil.os, "replace", refuse)
     code = main(["run", "--upstream", "fbank", "--task", "sid", "--data-root", str(tiny_corpus), "--quiet",
-                 "--max-steps", "2", "--set", "val_interval=2", "--out", str(tmp_path / "out")])
+                 "--max-steps", "2", "--set", "val_interval=2", "--protocol", "quick", "--out", str(tmp_path / "out")])
     err_text = capsys.readouterr().err
     assert code == 1 and err_text.count("\n") == 1 and "Traceback" not in err_text, err_text
     assert "cannot write" in err_text and os.strerror(err) in err_text and str(tmp_path / "home") in err_text

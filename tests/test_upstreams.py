@@ -128,6 +128,32 @@ def test_classic_features_match_kaldi():
     assert mf.shape == (fb.shape[0], 39)
 
 
+
+def test_superb_baselines_follow_s3prls_extracter():
+    """s3prl 0.4.18 upstream/baseline: kaldi features of the float waveform, Delta(order=2,
+    win_length=5), CMVN (x - mean) / (1e-10 + std) per utterance."""
+    from torchaudio.compliance import kaldi
+    from torchaudio.transforms import ComputeDeltas
+
+    wav = torch.from_numpy(_waves(1)[0])
+    deltas = ComputeDeltas(win_length=5)
+
+    def s3prl_like(x):
+        feats = [x]
+        for _ in range(2):
+            feats.append(deltas(feats[-1].T[None])[0].T)
+        x = torch.cat(feats, dim=-1)
+        return (x - x.mean(0, keepdim=True)) / (1e-10 + x.std(0, keepdim=True))
+
+    (fb,) = _alone(load_upstream("fbank_superb"), wav.numpy())
+    ref = s3prl_like(kaldi.fbank(wav[None], num_mel_bins=80, frame_length=25.0, frame_shift=10.0))
+    assert fb.shape == (ref.shape[0], 240) and torch.allclose(fb, ref, atol=1e-4)
+    assert fb.mean(0).abs().max() < 1e-4  # per-utterance CMVN
+    (mf,) = _alone(load_upstream("mfcc_superb"), wav.numpy())
+    ref = s3prl_like(kaldi.mfcc(wav[None], num_ceps=13, frame_length=25.0, frame_shift=10.0))
+    assert mf.shape == (ref.shape[0], 39) and torch.allclose(mf, ref, atol=1e-4)
+
+
 def _batch_vs_alone(up, waves):
     wavs, lens = pad_batch([torch.from_numpy(w) for w in waves])
     out = up.layers(wavs, lens)

@@ -1,9 +1,13 @@
 """Classic features as single-layer upstreams (Kaldi-compatible, torchaudio.compliance.kaldi).
 
 - ``classic:fbank``: 80 log-mel filterbank energies, 25 ms window, 10 ms hop;
-- ``classic:mfcc``: 13 MFCCs plus deltas and delta-deltas (39 dims), as SUPERB's
-  MFCC baseline.
-Dither is off (deterministic); no CMVN. Frames follow Kaldi's ``snip_edges``:
+- ``classic:mfcc``: 13 MFCCs plus deltas and delta-deltas (39 dims), without CMVN;
+- ``classic:fbank_superb`` and ``classic:mfcc_superb``: SUPERB's FBANK and MFCC rows, as
+  s3prl 0.4.18's ``upstream/baseline/{fbank,mfcc}.yaml`` and ``extracter.py`` compute them:
+  Kaldi features of the waveform as read (s3prl does not scale to 16-bit values), deltas and
+  delta-deltas (``ComputeDeltas``, window 5: 240 and 39 dims), then per-utterance CMVN
+  ``(x - mean) / (1e-10 + std)`` with the unbiased standard deviation.
+Dither is off (deterministic). Frames follow Kaldi's ``snip_edges``:
 ``1 + (samples - 400) // 160``. Computed per utterance, so padding never matters.
 """
 
@@ -19,7 +23,21 @@ from harness.upstream import Layers, Upstream, UpstreamInfo
 
 HOP = 160
 WINDOW = 400
-KINDS = {"fbank": 80, "mfcc": 39}
+KINDS = {"fbank": 80, "mfcc": 39, "fbank_superb": 240, "mfcc_superb": 39}
+CMVN_EPS = 1e-10  # s3prl extracter.CMVN's eps, added to the standard deviation
+
+
+def with_deltas(x: torch.Tensor) -> torch.Tensor:
+    """``[frames, dim]`` -> ``[frames, 3 * dim]``: the features, their deltas and delta-deltas
+    (torchaudio's ``compute_deltas``, window 5, as s3prl's ``Delta(order=2, win_length=5)``)."""
+    d1 = compute_deltas(x.T[None])[0].T
+    d2 = compute_deltas(d1.T[None])[0].T
+    return torch.cat([x, d1, d2], dim=1)
+
+
+def cmvn(x: torch.Tensor) -> torch.Tensor:
+    """Per-utterance mean and variance normalisation of ``[frames, dim]`` (s3prl's ``CMVN``)."""
+    return (x - x.mean(0, keepdim=True)) / (CMVN_EPS + x.std(0, keepdim=True))
 
 
 class ClassicUpstream(Upstream):
@@ -42,15 +60,14 @@ class ClassicUpstream(Upstream):
         return cls(source)
 
     def _one(self, wav: torch.Tensor) -> torch.Tensor:
-        x = wav[None] * 32768.0  # Kaldi works on 16-bit sample values
-        if self.kind == "fbank":
-            return kaldi.fbank(x, num_mel_bins=80, frame_length=25.0, frame_shift=10.0, dither=0.0,
-                               sample_frequency=float(SAMPLE_RATE))
-
+        superb = self.kind.endswith("_superb")
+        x = wav[None] if superb else wav[None] * 32768.0  # Kaldi's 16-bit sample values; s3prl passes floats
+        if self.kind.startswith("fbank"):
+            feats = kaldi.fbank(x, num_mel_bins=80, frame_length=25.0, frame_shift=10.0, dither=0.0,
+                                sample_frequency=float(SAMPLE_RATE))
+            return cmvn(with_deltas(feats)) if superb else feats
         ceps = kaldi.mfcc(x, num_ceps=13, frame_length=25.0, frame_shift=10.0, dither=0.0, sample_frequency=float(SAMPLE_RATE))
-        d1 = compute_deltas(ceps.T[None])[0].T
-        d2 = compute_deltas(d1.T[None])[0].T
-        return torch.cat([ceps, d1, d2], dim=1)
+        return cmvn(with_deltas(ceps)) if superb else with_deltas(ceps)
 
     @torch.no_grad()
     def layers(self, wavs: torch.Tensor, lengths: torch.Tensor) -> Layers:

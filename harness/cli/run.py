@@ -37,6 +37,7 @@ def _request(args: argparse.Namespace, spec: str):
     return RunRequest(
         upstream=spec, task=args.task, layer=args.layer, data_root=Path(args.data_root) if args.data_root else None,
         out=Path(args.out), seed=args.seed, max_steps=args.max_steps, overrides=parse_overrides(args.set or []),
+        protocol=args.protocol,
         cache="none" if args.no_cache else args.cache, random_init=args.random_init, init_seed=args.init_seed,
         devices=devices, num_nodes=args.num_nodes, strategy=args.strategy, accelerator=args.accelerator,
         precision=args.precision, workers=args.workers, batch_seconds=args.batch_seconds, progress=not args.quiet,
@@ -73,6 +74,15 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> int:
+    """The resolved recipe of a task under a protocol, with overrides."""
+    from harness.config import parse_overrides
+    from harness.protocol import recipe
+
+    print(recipe(args.task, args.protocol, parse_overrides(args.set or []), args.max_steps).format())
+    return 0
+
+
 def _benchmark(args: argparse.Namespace) -> int:
     from harness.reports.suite import run_suite
 
@@ -94,8 +104,7 @@ def _add_run_arguments(rn: argparse.ArgumentParser) -> None:
                     "clone of the harness is the committed results folder; records of other experiments never "
                     "overwrite those)")
     rn.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    rn.add_argument("--max-steps", type=int, help="training steps (default: the task's YAML)")
-    rn.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a task config value (repeatable)")
+    _add_recipe_arguments(rn)
     rn.add_argument("--cache", choices=["disk", "auto", "none"], default="disk",
                     help="disk: extract the needed layers once and train from the cache, refused when it would not "
                          "fit (default); auto: disk when it fits, else none; none: run the upstream inside every "
@@ -117,6 +126,15 @@ def _add_run_arguments(rn: argparse.ArgumentParser) -> None:
     rn.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", help="superb: s3prl's published SUPERB recipe (the default for every task SUPERB "
+                        "has: hundreds of thousands of steps); quick: the CPU budget for the embedded corpus (the "
+                        "task's YAML, the default for other tasks); `harness config` prints either")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps (default: the protocol's)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config value of the protocol's recipe (repeatable)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's commands to the ``harness`` parser."""
     rn = sub.add_parser("run", help="train task heads on one layer, a weighted sum, or every layer",
@@ -134,6 +152,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_run_arguments(pl_)
     pl_.add_argument("--no-timing", action="store_true", help="skip timing the extraction and training on a sample")
     pl_.set_defaults(func=_plan)
+
+    cf = sub.add_parser("config", help="the resolved recipe of a task under a protocol",
+                        description="Print every config value a run of TASK would use under --protocol (with "
+                                    "--set and --max-steps applied), where each comes from (the task's YAML, the "
+                                    "protocol's overlay, --set, or a neutral default), and the step budget.")
+    cf.add_argument("--task", required=True, help="a task name (harness config --task sid --protocol superb)")
+    _add_recipe_arguments(cf)
+    cf.set_defaults(func=_config)
 
     bm = sub.add_parser("benchmark", help="many runs in one process from a YAML file (e.g. benchmarks/quick.yaml)",
                         description="Run every (upstream, task) listed in a benchmark config in one process, "

@@ -5,6 +5,14 @@ stream of shuffled indices, so the batches depend only on (seed, step) and a res
 sees the same ones. ``batch_size`` is global: under DDP each of the W processes takes
 ``batch_size / W`` items of every step's batch, so a step sees the same utterances
 whatever the number of processes.
+
+With gradient accumulation (``accumulate`` k), a window holds ``val_interval * k`` batches:
+``val_interval`` and the step budget count optimizer steps, as s3prl's ``eval_step`` and
+``total_steps`` do.
+
+Two training-only draws, both functions of (seed, position in the stream), so they resume
+exactly: weighted sampling with replacement (a task's :meth:`~harness.task.Task.sample_weights`,
+torch's WeightedRandomSampler in s3prl) and random crops (:attr:`harness.task.Example.crop`).
 """
 
 from __future__ import annotations
@@ -28,19 +36,32 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-class StreamSampler(Sampler[int]):
+class StreamSampler(Sampler):
     """Fixed-length epochs cut from an endless seeded stream of permutations.
 
     Epoch e covers stream positions [e*N, (e+1)*N), N = steps * batch_size; step s of the
     epoch is the global batch of positions [s*B, (s+1)*B), and rank r of W takes its
-    contiguous share [s*B + r*B/W, s*B + (r+1)*B/W).
+    contiguous share [s*B + r*B/W, s*B + (r+1)*B/W). ``steps`` counts batches (optimizer
+    steps times the accumulation).
+
+    ``weights``: instead of permutations, each block of n positions is n independent draws
+    with probabilities proportional to the weights (with replacement). ``draws``: yield
+    ``(index, seed, position)`` instead of the index, so the dataset can crop from them.
     """
 
-    def __init__(self, n_items: int, batch_size: int, steps: int, seed: int, world_size: int = 1) -> None:
+    def __init__(self, n_items: int, batch_size: int, steps: int, seed: int, world_size: int = 1,
+                 weights: list[float] | None = None, draws: bool = False) -> None:
         if batch_size % world_size:
             raise HarnessError(f"batch_size {batch_size} is not divisible by the {world_size} training processes; "
                                "the batch size is global, so choose a multiple of the world size")
         self.n, self.batch, self.steps, self.seed, self.world_size = n_items, batch_size, steps, seed, world_size
+        self.p = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)
+            if len(w) != n_items or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+                raise HarnessError(f"sample weights must be {n_items} finite non-negative numbers with a positive sum")
+            self.p = w / w.sum()
+        self.draws = draws
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -65,34 +86,75 @@ class StreamSampler(Sampler[int]):
         out: list[int] = []
         block = start // self.n
         while len(out) < per_epoch + (start % self.n):
-            perm = np.random.default_rng([self.seed, block]).permutation(self.n)
-            out.extend(perm.tolist())
+            rng = np.random.default_rng([self.seed, block])
+            out.extend((rng.permutation(self.n) if self.p is None else rng.choice(self.n, self.n, p=self.p)).tolist())
             block += 1
-        stream = out[start % self.n: start % self.n + per_epoch]
+        offset = start % self.n
+        stream = out[offset: offset + per_epoch]
         share = self.per_rank_batch
-        mine: list[int] = []
+        mine: list = []
         for s in range(self.steps):
             first = s * self.batch + rank * share
-            mine.extend(stream[first:first + share])
+            if self.draws:
+                mine.extend((i, self.seed, start + first + k) for k, i in enumerate(stream[first:first + share]))
+            else:
+                mine.extend(stream[first:first + share])
         return iter(mine)
 
 
-class FeatureDataset(Dataset):
-    """Cached layers (frames or pooled means) of some examples."""
+def crop_window(total: int, size: int, seed: int, position: int) -> tuple[int, int]:
+    """``(start, end)`` of a random window of ``size`` in ``total`` (samples or frames), uniform
+    over the ``total - size + 1`` starts as s3prl's ``random.randint(0, total - size)``, drawn from
+    (seed, stream position); the whole range when ``total <= size``."""
+    if total <= size:
+        return 0, total
+    start = int(np.random.default_rng([seed, position, 0x63726F70]).integers(0, total - size + 1))
+    return start, start + size
 
-    def __init__(self, examples: list[Example], features) -> None:
-        self.examples, self.features = examples, features
+
+def _key(key) -> tuple[int, tuple[int, int] | None]:
+    """A dataset key: a plain index, or ``(index, seed, position)`` from a sampler with draws."""
+    if isinstance(key, tuple):
+        return int(key[0]), (int(key[1]), int(key[2]))
+    return int(key), None
+
+
+class FeatureDataset(Dataset):
+    """Cached layers (frames or pooled means) of some examples.
+
+    A training draw of an example with a ``crop`` takes the frames of a random window of
+    ``crop / hop`` frames (every frame-level layer the same window). That crops the features
+    of the whole utterance, not features computed on the cropped audio as s3prl does: the
+    upstream saw the utterance's context beyond the window (streamed runs crop the audio).
+    """
+
+    def __init__(self, examples: list[Example], features, hop: int | None = None) -> None:
+        self.examples, self.features, self.hop = examples, features, hop
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key) -> dict:
+        i, draw = _key(key)
         e = self.examples[i]
-        return {"example": e, "hidden": self.features.get(e.id)}
+        hidden = self.features.get(e.id)
+        if draw is not None and e.crop and self.hop:
+            hidden = _crop_frames(hidden, max(1, round(e.crop / self.hop)), *draw)
+        return {"example": e, "hidden": hidden}
+
+
+def _crop_frames(hidden: list, size: int, seed: int, position: int) -> list:
+    """The same window of ``size`` frames of every frame-level layer (one-frame layers kept)."""
+    total = max((len(x) for x in hidden if x is not None and x.dim() == 2), default=0)
+    if total <= size:
+        return hidden
+    start, end = crop_window(total, size, seed, position)
+    return [x[start:end] if x is not None and x.dim() == 2 and len(x) == total else x for x in hidden]
 
 
 class WaveDataset(Dataset):
-    """Raw audio, for streamed runs where the upstream runs inside each step."""
+    """Raw audio, for streamed runs where the upstream runs inside each step; a training draw
+    of an example with a ``crop`` reads a random window of that many samples."""
 
     def __init__(self, examples: list[Example]) -> None:
         self.examples = examples
@@ -100,9 +162,14 @@ class WaveDataset(Dataset):
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key) -> dict:
+        i, draw = _key(key)
         e = self.examples[i]
-        return {"example": e, "wave": torch.from_numpy(read_audio(e.path, segment=e.segment))}
+        wave = read_audio(e.path, segment=e.segment)
+        if draw is not None and e.crop:
+            start, end = crop_window(len(wave), e.crop, *draw)
+            wave = wave[start:end]
+        return {"example": e, "wave": torch.from_numpy(np.ascontiguousarray(wave))}
 
 
 def collate(items: list[dict]) -> dict:
@@ -139,13 +206,15 @@ def frame_lengths(layer_lengths: list[torch.Tensor | None]) -> torch.Tensor | No
 
 
 def train_loader(dataset: Dataset, batch_size: int, val_interval: int, seed: int, world_size: int = 1,
-                 workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """The training stream: ``val_interval`` steps per Lightning epoch, batches drawn by step from
-    ``seed`` (so a resumed run sees the same batches), split over ``world_size`` processes;
-    ``workers`` processes decode and collate, ``pin_memory`` (beside a GPU) lets Lightning copy
-    the batches to it asynchronously.
+                 workers: int = 0, pin_memory: bool = False, accumulate: int = 1,
+                 weights: list[float] | None = None, draws: bool = False) -> DataLoader:
+    """The training stream: ``val_interval`` optimizer steps (of ``accumulate`` batches each) per
+    Lightning epoch, batches drawn by step from ``seed`` (so a resumed run sees the same
+    batches), split over ``world_size`` processes; ``weights`` and ``draws`` as in
+    :class:`StreamSampler`; ``workers`` processes decode and collate, ``pin_memory`` (beside a
+    GPU) lets Lightning copy the batches to it asynchronously.
     """
-    sampler = StreamSampler(len(dataset), batch_size, val_interval, seed, world_size)
+    sampler = StreamSampler(len(dataset), batch_size, val_interval * accumulate, seed, world_size, weights, draws)
     return DataLoader(dataset, batch_size=sampler.per_rank_batch, sampler=sampler, collate_fn=collate,
                       drop_last=True, num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory)
 

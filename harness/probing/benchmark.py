@@ -20,9 +20,11 @@ Example (``benchmarks/quick.yaml``)::
 Job keys: ``upstreams`` (list) or ``checkpoints`` (list, in training order), ``tasks`` (list)
 or ``task``, and optionally ``layer`` (default all), ``seed``, ``random_init``,
 ``init_seed``, ``max_steps``, ``set`` (task config overrides, e.g. ``{lr: 0.01}``),
-``data_root``, ``cache``, ``accelerator`` (default auto), ``precision`` (default 32-true) and
-``out`` (default: the config's ``out``). Relative paths are relative to the current
-directory, as on the command line.
+``protocol`` (``superb`` or ``quick``; default: the config's top-level ``protocol``, else
+superb where the task has it, as ``harness run``), ``data_root``, ``cache``, ``accelerator``
+(default auto), ``precision`` (default 32-true) and ``out`` (default: the config's ``out``).
+Relative paths are relative to the current directory, as on the command line. Every config in
+``benchmarks/`` names ``protocol: quick``, the CPU budget its committed records were made with.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ import yaml
 from harness.config import parse_overrides
 from harness.errors import HarnessError
 from harness.probing.engine import RunRequest, run
-from harness.registry import parse_spec, resolve_checkpoints, task_names
+from harness.protocol import choose_protocol
+from harness.registry import load_task, parse_spec, resolve_checkpoints, task_names
 from harness.upstream import UpstreamPool
 
 JOB_KEYS = {"upstreams", "checkpoints", "tasks", "task", "layer", "seed", "random_init", "init_seed", "max_steps",
-            "set", "data_root", "cache", "out", "accelerator", "precision"}
+            "set", "data_root", "cache", "out", "accelerator", "precision", "protocol"}
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Job:
     cache: str = "disk"
     accelerator: str = "auto"
     precision: str = "32-true"
+    protocol: str | None = None  # None: superb where the task has it, else quick
 
 
 def load_config(path: Path) -> list[Job]:
@@ -77,10 +81,11 @@ def load_config(path: Path) -> list[Job]:
         raise HarnessError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict) or not isinstance(data.get("jobs"), list) or not data["jobs"]:
         raise HarnessError(f"{path}: a benchmark config is a mapping with a non-empty 'jobs' list")
-    unknown = set(data) - {"out", "jobs", "study"}
+    unknown = set(data) - {"out", "jobs", "study", "protocol"}
     if unknown:
-        raise HarnessError(f"{path}: unknown top-level key(s) {sorted(unknown)}; known: out, jobs, study")
+        raise HarnessError(f"{path}: unknown top-level key(s) {sorted(unknown)}; known: out, jobs, study, protocol")
     default_out = Path(data.get("out", "results"))
+    default_protocol = data.get("protocol")
     known_tasks = task_names()
     jobs = []
     for n, body in enumerate(data["jobs"], 1):
@@ -99,6 +104,9 @@ def load_config(path: Path) -> list[Job]:
         for t in tasks:
             if t not in known_tasks:
                 raise HarnessError(f"{where}: unknown task {t!r}; available: {', '.join(known_tasks)}")
+        protocol = body.get("protocol", default_protocol)
+        for t in tasks:
+            choose_protocol(load_task(t), None if protocol is None else str(protocol))
         if "checkpoints" in body:
             ups = resolve_checkpoints([str(u) for u in ups])
         for u in ups:
@@ -115,6 +123,7 @@ def load_config(path: Path) -> list[Job]:
             max_steps=body.get("max_steps"), overrides={**parse_overrides(dotted), **nested},
             data_root=Path(body["data_root"]) if body.get("data_root") else None, cache=str(body.get("cache", "disk")),
             accelerator=str(body.get("accelerator", "auto")), precision=str(body.get("precision", "32-true")),
+            protocol=None if protocol is None else str(protocol),
         ))
     return jobs
 
@@ -146,7 +155,7 @@ def run_benchmark(jobs: list[Job], progress: bool = True) -> list[Outcome]:
         req = RunRequest(upstream=up, task=task, layer=job.layer, data_root=job.data_root, out=job.out,
                          seed=job.seed, max_steps=job.max_steps, overrides=job.overrides, random_init=job.random_init,
                          init_seed=job.init_seed, cache=job.cache, accelerator=job.accelerator,
-                         precision=job.precision, progress=progress)
+                         precision=job.precision, progress=progress, protocol=job.protocol)
         before = time.time()
         paths = run(req, upstreams=pool)
         took = time.time() - before

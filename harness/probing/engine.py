@@ -2,14 +2,19 @@
 
 :func:`run` is the pipeline, one step per function:
 
-1. :func:`prepare` resolves the request (task and config, data, upstream, probes) and
-   computes the run's identity, checking everything that can be checked before work;
+1. :func:`prepare` resolves the request (task, protocol and config, data, upstream, probes)
+   and computes the run's identity, checking everything that can be checked before work;
 2. :func:`finished_records` returns the records of an identical finished run, if any;
 3. :func:`provide_features` builds the datasets: cached layers (extracting only the
    layers the probes need and only what is missing) or raw audio for streamed runs;
 4. :func:`fit` trains every probe with Lightning (resumable at window ends);
 5. :func:`score` evaluates each probe's best dev state on dev and test;
 6. :func:`write_records` writes one record (plus per-utterance outcomes) per probe.
+
+Before training a run prints one line (:func:`harness.probing.estimate.announce`): its
+protocol, step budget and a time estimate measured here. A task with folds (ER under
+``superb``) runs each fold as a run of its own and writes the mean over folds as one
+result (:mod:`harness.probing.folds`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +44,9 @@ from harness.features.loaders import (
 )
 from harness.features.planning import audio_samples, plan_features
 from harness.fsutil import default_home, file_lock, require_writable_dir
-from harness.probing.identity import (
-    corpus_identity,
-    features_mode,
-    run_identity,
-    run_key,
-)
+from harness.probing import folds as fold_runs
+from harness.probing.announce import LONG_SECONDS, announce, estimate_training
+from harness.probing.identity import corpus_identity, features_mode, finished_paths, run_identity, run_key
 from harness.probing.module import (
     ProbeModule,
     StepProgress,
@@ -58,19 +60,19 @@ from harness.probing.provenance import (
     package_versions,
     same_machine,
 )
-from harness.quiet import quiet_third_party
+from harness.protocol import resolve_recipe
+from harness.quiet import no_stdout, quiet_third_party
 from harness.records import (
     MetricSpec,
     Outcomes,
     ResultRecord,
     UpstreamRef,
-    find_outcomes,
     portable_root,
     read_record,
     write_record,
 )
 from harness.registry import load_task
-from harness.task import SPLITS, Example, Task, task_config
+from harness.task import SPLITS, Example, Task
 from harness.upstream import UpstreamPool
 
 CACHE_MODES = ("disk", "auto", "none")
@@ -88,6 +90,7 @@ class RunRequest:
     seed: int = 0
     max_steps: int | None = None
     overrides: dict | None = None
+    protocol: str | None = None  # None: superb where the task has it, else quick (harness.protocol)
     cache: str = "disk"  # disk (refused when it does not fit); auto: disk if it fits, else none; none: streamed
     no_cache: bool = False  # the old spelling of cache="none"
     random_init: bool = False
@@ -120,7 +123,13 @@ class RunPlan:
     identity: dict
     key: str
     placement: Placement = field(default_factory=lambda: Placement(torch.device("cpu")))
+    protocol: str = "quick"  # the resolved protocol's name (recorded, never hashed)
     timing: dict = field(default_factory=dict)
+
+    @property
+    def selection(self) -> str:
+        """The split model selection scores: ``dev`` (default) or ``test`` (SUPERB's ASV choice)."""
+        return str(self.config.get("selection", "dev"))
 
     def set_features(self, streamed: bool, pooled: bool) -> None:
         """How features reach the probes (part of the identity: fp16 frames, float32 means and
@@ -195,7 +204,8 @@ def prepare(req: RunRequest, upstreams=None) -> RunPlan:
         raise HarnessError(f"--batch-seconds must be positive, got {req.batch_seconds}")
     placement.workers(req.workers)  # checks the value
     task_cls = load_task(req.task)
-    config = task_config(task_cls, req.overrides, req.max_steps)
+    recipe = resolve_recipe(task_cls, req.protocol, req.overrides, req.max_steps)
+    config = recipe.config
     world_size = world_size_of(req.devices, req.num_nodes, placement.accelerator)
     if config["batch_size"] % world_size:
         raise HarnessError(f"batch_size {config['batch_size']} is not divisible by the {world_size} training processes "
@@ -215,23 +225,28 @@ def prepare(req: RunRequest, upstreams=None) -> RunPlan:
     upstream = pool.get(req.upstream, random_init=req.random_init, seed=req.init_seed)
     probes = select_probes(req.layer, upstream.info, task.level)
     streamed = cache == "none"
-    pooled = task.poolable and not config["layer_norm"] and not streamed
+    pooled = task.poolable and not config["layer_norm"] and not streamed and not _crops(examples["train"])
     identity = run_identity(
         upstream=upstream.identity(), task=task.name, config=config, probes=[p.key for p in probes], seed=req.seed,
         corpus=corpus_identity(data_root, [e for s in SPLITS for e in examples[s]]), world_size=world_size,
         features=features_mode(streamed, pooled, req.cache_dtype), task_content=task.identity(),
         compute=placement.identity())
     plan = RunPlan(req, task, config, data_root, examples, upstream, probes, streamed, pooled, world_size, identity, "",
-                   placement)
+                   placement, recipe.protocol)
     plan.set_features(streamed, pooled)
     return plan
+
+
+def _crops(examples: list[Example]) -> bool:
+    """Whether training draws crops (then utterance means cannot be cached: each draw differs)."""
+    return any(e.crop for e in examples)
 
 
 def cache_plan(plan: RunPlan):
     """What a cached run would write (:class:`~harness.features.planning.FeaturePlan`)."""
     return plan_features(plan.upstream, plan.task, plan.examples, plan.layers,
-                         plan.task.poolable and not plan.config["layer_norm"], plan.request.cache_dtype,
-                         default_home() / "features", placement=plan.placement)
+                         plan.task.poolable and not plan.config["layer_norm"] and not _crops(plan.examples["train"]),
+                         plan.request.cache_dtype, default_home() / "features", placement=plan.placement)
 
 
 def choose_features(plan: RunPlan) -> RunPlan:
@@ -283,23 +298,8 @@ def drop_short_clips(plan: RunPlan) -> RunPlan:
 
 def finished_records(plan: RunPlan) -> list[Path] | None:
     """The record paths if every probe of this run already has a record at this step count."""
-    steps = int(plan.config["max_steps"])
-    found = []
-    for spec in plan.probes:
-        hit = None
-        for path in sorted(plan.out_dir.glob(f"*/{spec.key}_seed{plan.request.seed}.json")):
-            try:
-                record = read_record(path)
-            except (OSError, ValueError):
-                continue
-            if record is not None and record.run_key == plan.key and record.steps == steps and \
-                    find_outcomes(path) is not None:
-                hit = path
-                break
-        if hit is None:
-            return None
-        found.append(hit)
-    return found
+    return finished_paths(plan.out_dir, [p.key for p in plan.probes], plan.request.seed, plan.key,
+                          int(plan.config["max_steps"]))
 
 
 def say_if_from_another_machine(plan: RunPlan, paths: list[Path]) -> None:
@@ -328,7 +328,7 @@ def provide_features(plan: RunPlan) -> dict[str, Any]:
     return {s: FeatureDataset(plan.examples[s], ensure_features(
         plan.upstream, plan.task.dataset, s, plan.examples[s], kind=kind, dtype=req.cache_dtype,
         layers=plan.layers, progress=req.progress, placement=plan.placement, batch_seconds=req.batch_seconds,
-        workers=req.workers)) for s in SPLITS}
+        workers=req.workers), hop=plan.upstream.info.hop) for s in SPLITS}
 
 
 # -------------------------------------------------------------------- 4. fit
@@ -347,20 +347,28 @@ class Fitted:
 def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
     """Train every probe.
 
-    Windows of ``val_interval`` steps end with validation and a checkpoint in the run folder,
-    so re-running resumes from the last window end. A run whose last step falls inside a
-    window gets one more validation at that step, so every run ends validated."""
+    Windows of ``val_interval`` optimizer steps end with validation and a checkpoint in the run
+    folder, so re-running resumes from the last window end. A run whose last step falls inside
+    a window gets one more validation at that step, so every run ends validated.
+
+    ``accumulate`` k (Lightning's ``accumulate_grad_batches``): an optimizer step sums the
+    gradients of k batches of ``batch_size`` (each loss divided by k, as s3prl does), then clips
+    and steps; ``max_steps`` and ``val_interval`` count optimizer steps, so a window is
+    ``val_interval * k`` batches. ``selection: test`` validates on the test split instead of dev.
+    """
 
     quiet_third_party(dependency_warnings=False)
     req, config, placement = plan.request, plan.config, plan.placement
     batch_size, val_interval = int(config["batch_size"]), int(config["val_interval"])
     workers = placement.workers(req.workers)
+    accumulate = int(config.get("accumulate", 1))
     train = train_loader(datasets["train"], batch_size, val_interval, req.seed, plan.world_size, workers,
-                         placement.pin_memory)
-    dev = eval_loader(datasets["dev"], batch_size, workers, placement.pin_memory)
+                         placement.pin_memory, accumulate=accumulate,
+                         weights=plan.task.sample_weights(plan.examples["train"]), draws=_crops(plan.examples["train"]))
+    dev = eval_loader(datasets[plan.selection], batch_size, workers, placement.pin_memory)
     pl.seed_everything(req.seed, workers=True, verbose=False)
     module = ProbeModule(plan.task, plan.probes, list(plan.upstream.info.dims), plan.upstream.info.hop, config,
-                         plan.examples["dev"], upstream=plan.upstream if plan.streamed else None,
+                         plan.examples[plan.selection], upstream=plan.upstream if plan.streamed else None,
                          offset=plan.upstream.info.frame_offset, placement=placement)
     last = _checkpoint_for_budget(plan.run_dir, int(config["max_steps"]))
     callbacks = [WindowCheckpoint(last, val_interval)] + ([StepProgress(plan.task.metric.name)] if req.progress else [])
@@ -369,11 +377,11 @@ def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
         num_nodes=req.num_nodes, strategy=req.strategy, deterministic=True, num_sanity_val_steps=0,
         check_val_every_n_epoch=1, callbacks=callbacks, enable_checkpointing=False, logger=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(plan.run_dir),
-        use_distributed_sampler=False,
+        use_distributed_sampler=False, accumulate_grad_batches=accumulate,
     )
     torch.use_deterministic_algorithms(True, warn_only=True)
     gloo = plan.world_size > 1 and placement.accelerator == "cpu"
-    with _no_stdout() if gloo else contextlib.nullcontext():
+    with no_stdout() if gloo else contextlib.nullcontext():
         try:
             trainer.fit(module, train, dev, ckpt_path=str(last) if last.exists() else None, weights_only=True)
         except SystemExit:
@@ -400,23 +408,6 @@ def _checkpoint_for_budget(run_dir: Path, max_steps: int) -> Path:
         if done > max_steps:
             return run_dir / f"budget_{max_steps}" / "last.ckpt"
     return last
-
-
-@contextlib.contextmanager
-def _no_stdout():
-    """Gloo (CPU DDP) prints a connection line per rank on the C++ side's stdout; the run's
-    results are printed afterwards, so stdout stays clean for them."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
 
 
 # ------------------------------------------------------------------ 5. score
@@ -471,6 +462,7 @@ def write_records(plan: RunPlan, fitted: Fitted, scores: dict[str, ProbeScores])
             wall_time_s=round(sum(plan.timing.values()), 1), timing=dict(plan.timing),
             peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             machine=machine_fingerprint(plan.request.accelerator),
+            protocol=plan.protocol, selection=plan.selection,
         )
         # runs measured differently (corpus, config, steps, version) never overwrite each other
         paths.append(write_record(plan.request.out, record, s.outcomes))
@@ -481,14 +473,21 @@ def write_records(plan: RunPlan, fitted: Fitted, scores: dict[str, ProbeScores])
 
 
 def run(req: RunRequest, upstreams=None) -> list[Path]:
-    """Train and evaluate; write one record per probe; return their paths ([] on ranks > 0)."""
+    """Train and evaluate; write one record per probe; return their paths ([] on ranks > 0).
+    A task with folds runs every fold, then writes the mean over folds (:func:`run_folds`)."""
     t0 = time.time()
-    plan = prepare(req, upstreams)
+    pool = upstreams if upstreams is not None else UpstreamPool()
+    plan = prepare(req, pool)
+    if plan.task.fold_overrides():
+        return run_folds(plan, pool)
     done = finished_records(plan)
     if done is not None:
         say_if_from_another_machine(plan, done)
         return done
     plan = drop_short_clips(choose_features(plan))
+    estimate = estimate_training(plan)
+    if (req.progress or estimate.seconds > LONG_SECONDS) and os.environ.get("RANK", "0") == "0":  # once per launch
+        print(announce(plan, estimate), file=sys.stderr, flush=True)
     with _experiment_lock(plan):
         done = finished_records(plan)  # another process may have finished it while we waited
         if done is not None:
@@ -504,6 +503,23 @@ def run(req: RunRequest, upstreams=None) -> list[Path]:
         plan.timing = {"prepare_s": round(t1 - t0, 1), "extract_s": round(t2 - t1, 1), "train_s": round(t3 - t2, 1),
                        "evaluate_s": round(time.time() - t3, 1)}
         return write_records(plan, fitted, scores)
+
+
+def run_folds(plan: RunPlan, pool: UpstreamPool) -> list[Path]:
+    """Cross-validation: every fold (the task's :meth:`~harness.task.Task.fold_overrides`) is a run
+    of its own, its records kept under ``$HARNESS_HOME/folds`` (resumable, found finished like any
+    run, out of the leaderboards); then one record per probe in ``--out`` holds the mean over
+    folds with a bootstrap interval that resamples test utterances within each fold."""
+    req = plan.request
+    sub = [replace(req, overrides=fold_runs.merged(req.overrides, o), out=default_home() / "folds")
+           for o in plan.task.fold_overrides()]
+    plans = [prepare(r, pool) for r in sub]
+    key = run_key(fold_runs.identity(plan.identity, [p.key for p in plans]))
+    found = finished_paths(plan.out_dir, [p.key for p in plan.probes], req.seed, key, int(plan.config["max_steps"]))
+    if found is not None:
+        return found
+    per_fold = [run(r, pool) for r in sub]
+    return fold_runs.write_combined(req.out, plan.config, key, plan.protocol, per_fold)
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from pytorch_lightning.utilities import move_data_to_device
 from harness.features.extract import significant
 from harness.features.loaders import collate
 from harness.features.planning import ExtractionTiming, FeaturePlan, human_seconds, time_extraction
+from harness.probing.announce import announce
 from harness.probing.engine import RunPlan, RunRequest, cache_plan, finished_records, prepare
 from harness.probing.module import ProbeModule
 
@@ -151,10 +152,13 @@ class RunEstimate:
     features: FeaturePlan
     training: TrainingTiming | None = None
     finished: Path | None = None
+    recipe: str = ""  # protocol and step budget (:func:`harness.probing.announce.announce`)
 
     def format(self) -> str:
         """The plan as printed by ``harness plan``."""
         lines = [self.features.format()]
+        if self.recipe:
+            lines.append(self.recipe)
         if self.training is not None:
             lines.append(self.training.format())
         if self.finished is not None:
@@ -169,7 +173,7 @@ def plan_run(req: RunRequest, timing: bool = True) -> RunEstimate:
     plan = prepare(req)
     features = cache_plan(plan)
     features.cache_mode = "none" if req.no_cache else req.cache
-    estimate = RunEstimate(features)
+    estimate = RunEstimate(features, recipe=announce(plan, None).removeprefix("harness: "))
     if timing:
         sample = time_extraction(plan.upstream, plan.examples["dev"], plan.placement, layers=plan.layers,
                                  batch_seconds=req.batch_seconds)

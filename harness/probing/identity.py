@@ -25,6 +25,7 @@ from typing import Sequence
 from harness import __version__
 from harness.corpus.layout import MANIFEST_NAME, METADATA_NAME
 from harness.features.cache import _corpus_fingerprints
+from harness.records import find_outcomes, read_record
 from harness.task import Example
 
 
@@ -63,6 +64,7 @@ def corpus_identity(root: Path, examples: Sequence[Example] = ()) -> dict:
                 rel = path.name
             audio = f"{rel}:{path.stat().st_size}"
         part = f"\t{e.segment}" if e.segment else ""  # absent for whole files: earlier identities stay valid
+        part += f"\tcrop {e.crop}" if e.crop else ""  # likewise absent without training crops
         h.update(f"{e.id}\t{audio}\t{_target_digest(e.target)}\t{e.reference}{part}\n".encode())
     if embedded:
         m = json.loads(meta.read_text())
@@ -102,3 +104,24 @@ def run_identity(*, upstream: dict, task: str, config: dict, probes: Sequence[st
 def run_key(identity: dict) -> str:
     """16 hex digits of the sha256 of the identity (canonical JSON): the run's key."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_paths(out_dir: Path, probes: Sequence[str], seed: int, key: str, steps: int) -> list[Path] | None:
+    """The record paths under ``out_dir`` (``OUT/UPSTREAM/TASK``) of a finished run with this key:
+    one per probe key, at this step count, with its outcomes beside it; None if any is missing."""
+    found = []
+    for probe in probes:
+        hit = None
+        for path in sorted(Path(out_dir).glob(f"*/{probe}_seed{seed}.json")):
+            try:
+                record = read_record(path)
+            except (OSError, ValueError):
+                continue
+            if record is not None and record.run_key == key and record.steps == steps and \
+                    find_outcomes(path) is not None:
+                hit = path
+                break
+        if hit is None:
+            return None
+        found.append(hit)
+    return found

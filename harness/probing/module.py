@@ -53,6 +53,8 @@ class ProbeModule(pl.LightningModule):
     ``upstream``: None when batches carry cached features; an upstream when batches carry
     waveforms (streamed runs), run frozen under ``no_grad`` inside every step, in
     ``placement``'s precision (Lightning has moved it to the module's device).
+    ``dev_examples``: the examples model selection scores (the dev split, or the test split
+    under ``selection: test``).
     """
 
     def __init__(self, task: Task, probes: list[ProbeSpec], dims: list[int], hop: int | None, config: dict,
@@ -122,7 +124,7 @@ class ProbeModule(pl.LightningModule):
                 torch.nn.utils.clip_grad_norm_(probe.parameters(), clip)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(list(self.probes.parameters()), lr=float(self.config["lr"]))
+        return make_optimizer(list(self.probes.parameters()), self.config)
 
     # -- validation: dev-set model selection ----------------------------------
     def on_validation_epoch_start(self):
@@ -140,7 +142,7 @@ class ProbeModule(pl.LightningModule):
         """Score every probe's dev predictions at ``step``; keep each probe's best state."""
         for key, probe in self.probes.items():
             metrics, _ = self.task.score(predictions[key], self.dev_examples)
-            value = float(metrics[self.task.metric.name])
+            value = float(metrics[self.task.selection_metric])
             self.curve.setdefault(key, []).append({"step": step, **{k: float(v) for k, v in metrics.items()}})
             best = self.best.get(key)
             if best is None or self.task.metric.better(value, best["dev"]):
@@ -196,6 +198,19 @@ class ProbeModule(pl.LightningModule):
                 raise RuntimeError(f"checkpoint does not match the probes: missing {missing}, "
                                    f"unexpected {result.unexpected_keys}")
         return result
+
+
+def make_optimizer(params: list, config: dict) -> torch.optim.Optimizer:
+    """The config's optimizer: ``adam`` (torch.optim.Adam, s3prl's ``TorchOptim: Adam``) or
+    ``adamw`` (torch.optim.AdamW, s3prl's ``TorchOptim: AdamW``: decoupled weight decay), with
+    ``lr``, ``weight_decay`` (default 0) and ``eps`` (default 1e-8). Both act element-wise, so the
+    probes of a run still train independently."""
+    kind = config.get("optimizer", "adam")
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(kind)
+    if cls is None:
+        raise HarnessError(f"config optimizer must be adam or adamw, got {kind!r}")
+    return cls(params, lr=float(config["lr"]), weight_decay=float(config.get("weight_decay", 0.0)),
+               eps=float(config.get("eps", 1e-8)))
 
 
 def predict_all(module: ProbeModule, loader: Iterable[dict],

@@ -125,7 +125,8 @@ def test_probing_across_checkpoints_gives_a_grid(tiny_corpus, tmp_path):
     env = dict(os.environ, HARNESS_HOME=str(tmp_path / "home"))
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--checkpoints", str(tmp_path / "ck*"), "--task",
                            "sid", "--data-root", str(tiny_corpus), "--out", str(tmp_path / "r"), "--max-steps", "4",
-                           "--set", "val_interval=2", "--quiet"], capture_output=True, text=True, env=env)
+                           "--set", "val_interval=2", "--quiet", "--protocol", "quick"], capture_output=True, text=True,
+                          env=env)
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "r" / "trajectory_sid.csv")))
     assert {r["checkpoint"] for r in rows} == {f"hf:{tmp_path / 'ck1'}", f"hf:{tmp_path / 'ck2'}"}

@@ -61,7 +61,7 @@ def test_name_typos_are_reported_before_any_heavy_import(tmp_path):
 def test_cli_run_prints_results_and_no_third_party_banner(tiny_corpus, tmp_path):
     env = dict(os.environ, HARNESS_HOME=str(tmp_path / "home"))
     base = ["run", "--upstream", "fbank", "--data-root", str(tiny_corpus), "--out", str(tmp_path / "r"),
-            "--max-steps", "4", "--set", "val_interval=2"]
+            "--max-steps", "4", "--set", "val_interval=2", "--protocol", "quick"]
     ok = _cli(*base, "--task", "slu", "--layer", "0", env=env)
     assert ok.returncode == 0, ok.stderr
     assert list((tmp_path / "r" / "fbank" / "ic").glob("*/layer_0_seed0.json")) and "layer_0" in ok.stdout

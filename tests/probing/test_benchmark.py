@@ -48,6 +48,7 @@ def test_a_benchmark_runs_in_one_process_loading_each_upstream_once(tiny_corpus,
 
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
     config = _write(tmp_path / "b.yaml", f"""
+protocol: quick
 out: {tmp_path / 'res'}
 jobs:
   - upstreams: [fbank, mfcc]
@@ -70,6 +71,7 @@ jobs:
 
 def test_the_cli_prints_the_ranking_and_the_leaderboard(tiny_corpus, tmp_path):
     config = _write(tmp_path / "b.yaml", f"""
+protocol: quick
 out: {tmp_path / 'res'}
 jobs:
   - upstreams: [mfcc]
@@ -92,6 +94,7 @@ def test_a_study_section_builds_its_page(tiny_corpus, tmp_path, monkeypatch):
 
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
     config = _write(tmp_path / "s.yaml", f"""
+protocol: quick
 out: {tmp_path / 'res'}
 jobs:
   - upstreams: [fbank, mfcc]

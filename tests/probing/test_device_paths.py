@@ -58,7 +58,7 @@ def fake_gpu(monkeypatch, tmp_path):
 
 def _request(corpus, out, **kw) -> RunRequest:
     return RunRequest(upstream=kw.pop("upstream", "mfcc"), task=kw.pop("task", "phone"), data_root=corpus, out=out,
-                      max_steps=4, overrides={"batch_size": 4, "val_interval": 2}, progress=False, **kw)
+                      max_steps=4, overrides={"batch_size": 4, "val_interval": 2}, progress=False, protocol="quick", **kw)
 
 
 def test_cached_runs_extract_on_the_gpu(tiny_corpus, fake_gpu, tmp_path):

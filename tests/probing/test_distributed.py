@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-ARGS = ["--max-steps", "24", "--set", "val_interval=8", "--set", "batch_size=8", "--quiet", "--layer", "all"]
+ARGS = ["--max-steps", "24", "--set", "val_interval=8", "--set", "batch_size=8", "--quiet", "--layer", "all",
+        "--protocol", "quick"]
 
 
 def _cli(args, env, launcher=()) -> subprocess.CompletedProcess:

@@ -29,7 +29,8 @@ def request(corpus, out, **kw) -> RunRequest:
     overrides = dict(FAST)
     overrides.update(kw.pop("overrides", {}))
     return RunRequest(upstream=kw.pop("upstream", "fbank"), task=kw.pop("task", "sid"), data_root=corpus, out=out,
-                      max_steps=kw.pop("max_steps", 6), overrides=overrides, progress=False, **kw)
+                      max_steps=kw.pop("max_steps", 6), overrides=overrides, progress=False,
+                      protocol=kw.pop("protocol", "quick"), **kw)
 
 
 def _run(corpus, out, **kw):

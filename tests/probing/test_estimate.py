@@ -26,7 +26,8 @@ def _significant_figures(number: str) -> int:
 @pytest.mark.parametrize("cache", ["disk", "none"])
 def test_plan_measures_extraction_and_training_on_the_runs_device(tiny_corpus, home, tmp_path, cache):
     req = RunRequest(upstream="mfcc", task="phone", layer="0", data_root=tiny_corpus, out=tmp_path / "o",
-                     max_steps=40, overrides={"batch_size": 4, "val_interval": 10}, cache=cache, progress=False)
+                     max_steps=40, overrides={"batch_size": 4, "val_interval": 10}, cache=cache, progress=False,
+                     protocol="quick")
     est = plan_run(req)
     text = est.format()
     t = est.training

@@ -11,7 +11,7 @@ from harness.registry import load_task
 
 def _key(corpus, tmp_path, **kw) -> str:
     req = RunRequest(upstream=kw.pop("upstream", "fbank"), task=kw.pop("task", "sid"), data_root=corpus,
-                     out=tmp_path / "out", progress=False, **kw)
+                     out=tmp_path / "out", progress=False, protocol=kw.pop("protocol", "quick"), **kw)
     return prepare(req).key
 
 

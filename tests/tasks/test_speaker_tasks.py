@@ -99,7 +99,7 @@ def tiny_hf(tmp_path_factory):
 def test_a_sweep_of_each_new_task_writes_complete_records(tiny_corpus, tiny_hf, tmp_path, monkeypatch, task):
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
     req = RunRequest(upstream=f"hf:{tiny_hf}", task=task, data_root=tiny_corpus, out=tmp_path / "r", max_steps=4,
-                     overrides={"batch_size": 8, "val_interval": 2}, progress=False)
+                     overrides={"batch_size": 8, "val_interval": 2}, progress=False, protocol="quick")
     records = [json.loads(p.read_text()) for p in run(req)]
     assert [r["probe"] for r in records] == ["layer_0", "layer_1", "layer_2", "weighted"]
     name = records[0]["metric"]["name"]
@@ -118,12 +118,12 @@ def test_a_speaker_embedding_layer_serves_utterance_tasks_and_is_refused_by_fram
                                                                                         monkeypatch):
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
     req = RunRequest(upstream="ge2e", task="asv", layer="3", data_root=tiny_corpus, out=tmp_path / "r", max_steps=2,
-                     overrides={"batch_size": 8, "val_interval": 2}, progress=False)
+                     overrides={"batch_size": 8, "val_interval": 2}, progress=False, protocol="quick")
     (path,) = run(req)
     assert json.loads(path.read_text())["layer"] == 3
     with pytest.raises(HarnessError, match="utterance-level"):
         run(RunRequest(upstream="ge2e", task="phone", layer="3", data_root=tiny_corpus, out=tmp_path / "r",
-                       max_steps=2, progress=False))
+                       max_steps=2, progress=False, protocol="quick"))
 
 
 def test_ge2e_layers_match_the_resemblyzer_package(tiny_corpus):

@@ -1,0 +1,174 @@
+"""The superb protocol's task pieces on the tiny corpus: SID crops, KS sampler / silence crops /
+separate test set, ER folds reported as one mean, the ASV head with dev or test selection,
+gradient accumulation, and the line a run prints before training."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from harness.probing.engine import RunRequest, prepare, run
+from harness.protocol import resolve_recipe
+from harness.records import read_outcomes, read_record
+from harness.registry import load_task
+
+
+def _task(name: str, protocol: str = "superb", **overrides):
+    cls = load_task(name)
+    return cls(resolve_recipe(cls, protocol, overrides).config)
+
+
+def _run(corpus, tmp_path, task, **kw):
+    req = RunRequest(upstream=kw.pop("upstream", "fbank"), task=task, data_root=corpus, out=tmp_path / "r",
+                     max_steps=kw.pop("max_steps", 2), progress=False, protocol=kw.pop("protocol", "superb"), **kw)
+    return [read_record(p) for p in run(req)]
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture(scope="module")
+def with_test_set(tiny_corpus, tmp_path_factory):
+    """The tiny corpus plus a small separate Speech Commands test archive laid out as the real
+    one (a folder per class, _silence_ and _unknown_ included)."""
+    root = tmp_path_factory.mktemp("with-test-set")
+    for item in tiny_corpus.iterdir():
+        (root / item.name).symlink_to(item)
+    sc = tiny_corpus / "speech_commands_v0.01"
+    test = root / "speech_commands_test_set_v0.01"
+    listed = [line for line in (sc / "testing_list.txt").read_text().split() if line]
+    for rel in listed[:12]:
+        word = rel.split("/")[0]
+        folder = word if word in ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go") else "_unknown_"
+        (test / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sc / rel, test / folder / rel.replace("/", "_"))
+    (test / "_silence_").mkdir()
+    noise, _ = sf.read(str(sorted((sc / "_background_noise_").glob("*.wav"))[0]), dtype="float32")
+    for k in range(3):
+        sf.write(str(test / "_silence_" / f"silence_{k}.wav"), noise[k * 16000:(k + 1) * 16000], 16000)
+    return root
+
+
+def test_sid_crops_only_training_utterances(tiny_corpus, home, tmp_path):
+    task = _task("sid")
+    assert {e.crop for e in task.examples(tiny_corpus, "train")} == {128_000}  # s3prl max_timestep
+    assert {e.crop for e in task.examples(tiny_corpus, "test")} == {None}
+    (r,) = _run(tiny_corpus, tmp_path, "sid", overrides={"crop_seconds": 1.0})
+    assert r.protocol == "superb" and r.config["accumulate"] == 4 and r.config["crop_seconds"] == 1.0
+    assert not r.pooled_cache and r.steps == 2  # crops need frames: every draw differs
+
+
+def test_accumulated_batches_make_one_optimizer_step_of_their_sum(tiny_corpus, home, tmp_path):
+    common = {"val_interval": 2, "lr": 1e-2}
+    (one,) = _run(tiny_corpus, tmp_path / "a", "sid", protocol="quick", max_steps=4,
+                  overrides={**common, "batch_size": 8})
+    (acc,) = _run(tiny_corpus, tmp_path / "b", "sid", protocol="quick", max_steps=4,
+                  overrides={**common, "batch_size": 4, "accumulate": 2})
+    assert [p["step"] for p in one.dev_curve] == [p["step"] for p in acc.dev_curve] == [2, 4]  # optimizer steps
+    assert acc.steps == one.steps == 4 and acc.run_key != one.run_key
+    for a, b in zip(one.dev_curve, acc.dev_curve):  # 2 x 4 utterances = the same 8 as one batch of 8
+        assert abs(a["accuracy"] - b["accuracy"]) <= 1e-6
+    assert abs(one.score - acc.score) <= 1e-6
+
+
+def test_ks_superb_reads_the_separate_test_set_and_balances_training(with_test_set, home, tmp_path):
+    task = _task("ks")
+    train = task.examples(with_test_set, "train")
+    silence = [e for e in train if e.target == ("_silence_",)]
+    assert len(silence) == 6 and {e.crop for e in silence} == {16000} and all(e.segment is None for e in silence)
+    weights = task.sample_weights(train)
+    per_class = Counter()
+    for e, w in zip(train, weights):
+        per_class[e.target[0]] += w
+    assert max(per_class.values()) == pytest.approx(min(per_class.values()))  # every class equally likely
+    dev = task.examples(with_test_set, "dev")
+    assert sum(e.target == ("_silence_",) for e in dev) == 6 and all(e.segment for e in dev if e.crop is None
+                                                                    and e.target == ("_silence_",))
+    test = task.examples(with_test_set, "test")
+    assert len(test) == 15 and {"_silence_", "_unknown_"} <= {e.target[0] for e in test}
+    assert all(e.id.startswith("speech_commands_test_set_v0.01/") for e in test)
+    (r,) = _run(with_test_set, tmp_path, "ks")
+    assert r.test_utterances == 15 and "balanced_accuracy" in r.dev and not r.pooled_cache
+    quick = _task("ks", "quick")
+    assert len(quick.examples(with_test_set, "test")) != 15  # quick keeps testing_list.txt
+
+
+def test_ks_superb_without_the_separate_test_set_says_how_to_proceed(tiny_corpus):
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="speech_commands_test_set_v0.01.*test_set=lists"):
+        _task("ks").examples(tiny_corpus, "test")
+
+
+def test_er_superb_splits_the_other_sessions_at_random(tiny_corpus):
+    task = _task("er", test_session=3)
+    train, dev, test = (task.examples(tiny_corpus, s) for s in ("train", "dev", "test"))
+    assert {e.id[3:5] for e in test} == {"03"} and "03" not in {e.id[3:5] for e in train + dev}
+    assert not {e.id for e in train} & {e.id for e in dev}
+    n = len(train) + len(dev)
+    assert len(train) == int(0.8 * n) and {e.id[3:5] for e in dev} != {"04"}  # not a whole session
+    again = _task("er", test_session=3)
+    assert [e.id for e in again.examples(tiny_corpus, "dev")] == [e.id for e in dev]  # seed 0: fixed
+
+
+def test_er_superb_reports_the_mean_over_five_folds_as_one_result(tiny_corpus, home, tmp_path):
+    (r,) = _run(tiny_corpus, tmp_path, "er")
+    folds = [r.test[f"accuracy_fold{k}"] for k in range(1, 6)]
+    assert r.score == pytest.approx(np.mean(folds)) and r.config["folds"] == [1, 2, 3, 4, 5]
+    assert r.test["accuracy_ci_low"] <= r.score <= r.test["accuracy_ci_high"]
+    assert {p["fold"] for p in r.dev_curve} == {1, 2, 3, 4, 5} and r.protocol == "superb"
+    out = read_outcomes(next((tmp_path / "r").rglob("layer_0_seed0.json")))
+    assert out.value == pytest.approx(r.score) and sorted(set(out.extra["fold"])) == [1, 2, 3, 4, 5]
+    assert len(out.ids) == r.test_utterances
+    fold_records = list((home / "folds").rglob("layer_0_seed0.json"))
+    assert len(fold_records) == 5  # each fold a run of its own, out of the results folder
+    before = {p: p.stat().st_mtime_ns for p in fold_records}
+    (again,) = _run(tiny_corpus, tmp_path, "er")
+    assert again.run_key == r.run_key and {p: p.stat().st_mtime_ns for p in fold_records} == before
+
+
+def test_asv_superb_head_drops_short_training_utterances_and_records_the_selection(tiny_corpus, home, tmp_path):
+    small = {"head": {"channels": 16, "pooled": 24, "embedding": 16}}
+    task = _task("asv", **small)
+    train = task.examples(tiny_corpus, "train")
+    assert task.dropped["train"] > 0 and all(sf.info(str(e.path)).frames > 32000 for e in train)
+    assert {e.crop for e in train} == {128_000}
+    (dev_sel,) = _run(tiny_corpus, tmp_path / "d", "asv", overrides=small)
+    (test_sel,) = _run(tiny_corpus, tmp_path / "t", "asv", overrides={**small, "selection": "test"})
+    assert dev_sel.selection == "dev" and test_sel.selection == "test" and test_sel.config["selection"] == "test"
+    assert dev_sel.dropped_utterances["train"] == task.dropped["train"] and dev_sel.config["head"]["style"] == "superb"
+    assert dev_sel.setting_id != test_sel.setting_id  # test-selected numbers never share a table with honest ones
+    assert 0 <= test_sel.score <= 1
+
+
+def test_a_run_prints_its_protocol_steps_and_estimate_before_training(tiny_corpus, tmp_path):
+    from harness.probing.estimate import TrainingEstimate, announce
+
+    env = dict(os.environ, HARNESS_HOME=str(tmp_path / "home"))
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--upstream", "fbank", "--task", "ic",
+                           "--data-root", str(tiny_corpus), "--out", str(tmp_path / "r"), "--max-steps", "2"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stderr.splitlines() if "protocol superb" in x)
+    assert "2 optimizer steps of 32 utterances" in line and "estimated training" in line
+    plan = prepare(RunRequest(upstream="fbank", task="ic", data_root=tiny_corpus, out=tmp_path / "r"))
+    long = announce(plan, TrainingEstimate(0.5, 0.1, 7200.0, "cpu"))
+    assert "200,000 optimizer steps" in long and "2.0 h" in long and "--protocol quick" in long
+    assert "--protocol quick" not in announce(plan, TrainingEstimate(0.5, 0.1, 60.0, "cpu"))
+
+
+def test_records_name_their_protocol_outside_the_identity(tiny_corpus, home, tmp_path):
+    (r,) = _run(tiny_corpus, tmp_path, "ic", protocol="quick", overrides={"val_interval": 2})
+    data = json.loads(next((tmp_path / "r").rglob("layer_0_seed0.json")).read_text())
+    assert data["protocol"] == "quick" and data["selection"] == "dev" and "protocol" not in data["config"]
