@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from harness.config import Field, merge_config, validate
+from harness.config import Field, merge_config, parse_lr_grid, validate
 from harness.errors import HarnessError
 from harness.heads import Head
 from harness.records import MetricSpec, Outcomes  # noqa: F401  (plugins import them from here)
@@ -175,10 +175,26 @@ def require_examples(examples: list, what: str, root: Path) -> list:
     return examples
 
 
+#: keys any task's config may hold without its YAML having them, with their parser; a key whose
+#: parser returns None (no value given, or null) is left out of the resolved config, so runs
+#: without it keep their identity. ``lr_grid``: train every probe once per learning rate and
+#: select per probe on dev (:mod:`harness.probing.module`).
+OPTIONAL_KEYS = {"lr_grid": parse_lr_grid}
+
+
 def task_config(task_cls: type[Task], overrides: dict | None = None, max_steps: int | None = None) -> dict:
-    """The task's defaults with ``overrides`` merged and every value checked."""
+    """The task's defaults with ``overrides`` merged and every value checked (one-line
+    HarnessError naming the key otherwise); :data:`OPTIONAL_KEYS` are parsed by their parser and
+    kept only when set."""
     defaults = task_cls.default_config()
-    config = merge_config(defaults, overrides or {})
+    overrides = dict(overrides or {})
+    optional = {k: overrides.pop(k, defaults.pop(k, None)) for k in OPTIONAL_KEYS}
+    config = merge_config(defaults, overrides)
     if max_steps is not None:
         config["max_steps"] = max_steps
-    return validate(config, defaults, task_cls.config_schema)
+    config = validate(config, defaults, task_cls.config_schema)
+    for key, value in optional.items():
+        parsed = OPTIONAL_KEYS[key](value)
+        if parsed is not None:
+            config[key] = parsed
+    return config

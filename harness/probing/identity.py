@@ -71,16 +71,23 @@ def features_mode(streamed: bool, pooled: bool, cache_dtype: str) -> str:
 
 
 def run_identity(*, upstream: dict, task: str, config: dict, probes: Sequence[str], seed: int, corpus: dict,
-                 world_size: int, features: str) -> dict:
+                 world_size: int, features: str, init_seeds: Sequence[int] | None = None) -> dict:
     """Everything that changes a run's numbers, and nothing else (the module docstring).
 
     ``upstream``: :meth:`harness.upstream.Upstream.identity`; ``config``: the resolved task config
-    (its step budget is left out: a longer run continues a shorter one through identical windows);
-    ``probes``: probe keys; ``corpus``: :func:`corpus_identity`; ``features``: :func:`features_mode`.
+    (its step budget is left out: a longer run continues a shorter one through identical windows;
+    a learning-rate grid is in it as ``lr_grid``); ``probes``: probe keys; ``seed``: the run's
+    seed (batch order, and head initialisation without ``init_seeds``); ``corpus``:
+    :func:`corpus_identity`; ``features``: :func:`features_mode`; ``init_seeds``: head
+    initialisation seeds trained in one pass (``--seeds``), absent from the identity when None,
+    so runs without them keep their keys.
     """
-    return {"upstream": upstream, "task": task, "config": {k: v for k, v in config.items() if k != "max_steps"},
-            "probes": list(probes), "seed": seed, "corpus": corpus, "world_size": world_size, "version": __version__,
-            "features": features}
+    identity = {"upstream": upstream, "task": task, "config": {k: v for k, v in config.items() if k != "max_steps"},
+                "probes": list(probes), "seed": seed, "corpus": corpus, "world_size": world_size,
+                "version": __version__, "features": features}
+    if init_seeds:
+        identity["init_seeds"] = list(init_seeds)
+    return identity
 
 
 def run_key(identity: dict) -> str:
