@@ -28,9 +28,12 @@ def _request(args: argparse.Namespace, spec: str):
     devices: str | int = args.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
+    overrides = parse_overrides(args.set or [])
+    if args.lr_grid is not None:
+        overrides["lr_grid"] = args.lr_grid  # parsed and checked with the task config
     return RunRequest(
         upstream=spec, task=args.task, layer=args.layer, data_root=Path(args.data_root) if args.data_root else None,
-        out=Path(args.out), seed=args.seed, max_steps=args.max_steps, overrides=parse_overrides(args.set or []),
+        out=Path(args.out), seed=args.seed, seeds=args.seeds, max_steps=args.max_steps, overrides=overrides,
         cache="none" if args.no_cache else args.cache, random_init=args.random_init, init_seed=args.init_seed,
         devices=devices, num_nodes=args.num_nodes, strategy=args.strategy, accelerator=args.accelerator,
         workers=args.workers, progress=not args.quiet,
@@ -92,6 +95,12 @@ def _add_run_arguments(rn: argparse.ArgumentParser) -> None:
     rn.add_argument("--data-root", help="corpus root (default: the embedded corpus)")
     rn.add_argument("--out", default="results", help="records go to OUT/UPSTREAM/TASK/ (default: results)")
     rn.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    rn.add_argument("--lr-grid", metavar="LR,LR,...", help="train every probe once per learning rate in the same "
+                    "pass (e.g. 1e-4,1e-3,1e-2) and keep, per probe, the rate with the best dev score; the records "
+                    "hold the chosen rate and every rate's dev curve (same as --set lr_grid=...)")
+    rn.add_argument("--seeds", metavar="S,S,...", help="head-initialisation seeds trained in the same pass (e.g. "
+                    "0,1,2), one record each; they share the batch order of --seed, so they vary the head "
+                    "initialisation only")
     rn.add_argument("--max-steps", type=int, help="training steps (default: the task's YAML)")
     rn.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a task config value (repeatable)")
     rn.add_argument("--cache", choices=["disk", "auto", "none"], default="disk",

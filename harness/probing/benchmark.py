@@ -20,8 +20,11 @@ Example (``benchmarks/quick.yaml``)::
 Job keys: ``upstreams`` (list) or ``checkpoints`` (list, in training order), ``tasks`` (list)
 or ``task``, and optionally ``layer`` (default all), ``seed``, ``random_init``,
 ``init_seed``, ``max_steps``, ``set`` (task config overrides, e.g. ``{lr: 0.01}``),
-``data_root``, ``cache`` and ``out`` (default: the config's ``out``). Relative paths are
-relative to the current directory, as on the command line.
+``lr_grid`` (learning rates trained in the same pass, each probe keeping its dev-best one,
+e.g. ``[1.0e-4, 1.0e-3, 1.0e-2]``; as ``harness run --lr-grid``), ``seeds`` (head seeds
+trained in the same pass, as ``--seeds``), ``data_root``, ``cache`` and ``out`` (default: the
+config's ``out``). Relative paths are relative to the current directory, as on the command
+line.
 """
 
 from __future__ import annotations
@@ -33,14 +36,14 @@ from pathlib import Path
 
 import yaml
 
-from harness.config import parse_overrides
+from harness.config import parse_lr_grid, parse_overrides, parse_seeds
 from harness.errors import HarnessError
 from harness.probing.engine import RunRequest, run
 from harness.registry import parse_spec, resolve_checkpoints, task_names
 from harness.upstream import UpstreamPool
 
 JOB_KEYS = {"upstreams", "checkpoints", "tasks", "task", "layer", "seed", "random_init", "init_seed", "max_steps",
-            "set", "data_root", "cache", "out"}
+            "set", "data_root", "cache", "out", "lr_grid", "seeds"}
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Job:
     overrides: dict = field(default_factory=dict)
     data_root: Path | None = None
     cache: str = "disk"
+    seeds: list[int] | None = None  # head seeds trained in one pass
 
 
 def load_config(path: Path) -> list[Job]:
@@ -103,14 +107,22 @@ def load_config(path: Path) -> list[Job]:
         overrides = body.get("set") or {}
         if not isinstance(overrides, dict):
             raise HarnessError(f"{where}: 'set' is a mapping of config keys to values")
-        dotted = [f"{k}={v}" for k, v in overrides.items() if not isinstance(v, dict)]
+        dotted = [f"{k}={v}" for k, v in overrides.items() if not isinstance(v, dict) and k != "lr_grid"]
         nested = {k: v for k, v in overrides.items() if isinstance(v, dict)}
+        grid = body.get("lr_grid", overrides.get("lr_grid"))
+        try:
+            if grid is not None:
+                nested["lr_grid"] = parse_lr_grid(grid)
+            seeds = parse_seeds(body.get("seeds"))
+        except HarnessError as exc:
+            raise HarnessError(f"{where}: {exc}") from None
         jobs.append(Job(
             upstreams=[str(u) for u in ups], tasks=[str(t) for t in tasks], out=Path(body.get("out", default_out)),
             trajectory="checkpoints" in body, layer=str(body.get("layer", "all")), seed=int(body.get("seed", 0)),
             random_init=bool(body.get("random_init", False)), init_seed=int(body.get("init_seed", 0)),
             max_steps=body.get("max_steps"), overrides={**parse_overrides(dotted), **nested},
             data_root=Path(body["data_root"]) if body.get("data_root") else None, cache=str(body.get("cache", "disk")),
+            seeds=seeds,
         ))
     return jobs
 
@@ -141,7 +153,7 @@ def run_benchmark(jobs: list[Job], progress: bool = True) -> list[Outcome]:
             print(f"[{i + 1}/{len(runs)}] {label}", file=sys.stderr, flush=True)
         req = RunRequest(upstream=up, task=task, layer=job.layer, data_root=job.data_root, out=job.out,
                          seed=job.seed, max_steps=job.max_steps, overrides=job.overrides, random_init=job.random_init,
-                         init_seed=job.init_seed, cache=job.cache, progress=progress)
+                         init_seed=job.init_seed, cache=job.cache, progress=progress, seeds=job.seeds)
         before = time.time()
         paths = run(req, upstreams=pool)
         took = time.time() - before
