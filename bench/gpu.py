@@ -41,7 +41,7 @@ from harness.audio import SAMPLE_RATE, read_audio
 from harness.features.cache import ensure_features
 from harness.features.device import choose_device
 from harness.features.extract import BATCH_SECONDS, iter_layers, plan_batches, significant
-from harness.features.loaders import FeatureDataset, WaveDataset, collate, train_loader
+from harness.features.loaders import FeatureDataset, WaveDataset, train_loader
 from harness.probing.module import ProbeModule
 from harness.probing.probes import select_probes
 from harness.registry import load_task

@@ -1,7 +1,9 @@
 """Benchmark: rank every layer the s3prl way (L+1 sequential --no-cache runs) versus one
-cached `--layer all` sweep, same task, heads, steps and seed, measured side by side.
+cached `--layer all` sweep, same task, heads, steps and seed, measured side by side; or
+(``--grid``) a learning-rate grid in the same cached sweep versus the single-lr sweep.
 
     python bench/sweep.py [--task phone] [--steps N] [--layers 12] [--sequential all|K] [--data-root DIR]
+    python bench/sweep.py --grid 1e-4,1e-3,1e-2 [--tasks phone,ic] [--steps N] [--layers 12]
 
 The upstream is a small randomly initialised HuBERT (L transformer layers -> L+1 hidden
 states, group-norm CNN as in HuBERT Base, so extraction runs utterance by utterance)
@@ -14,6 +16,14 @@ depends on run length (very short runs are the sweep's worst case; try --steps 1
 ``--sequential K`` times K evenly spaced single-layer runs instead of all L+1 + weighted
 (each no-cache run costs the same whatever the layer: the whole upstream runs every
 step); the L+1 total is then the measured mean times L+2 and is labelled as such.
+
+``--grid``: for each of ``--tasks`` (default phone, a frame task, and ic, an utterance
+task), with the task's own config (validation interval included: every grid point is
+validated), one cached ``--layer all`` sweep with the task's lr and one with the grid
+(``--lr-grid``), each from a cold feature cache (its own HARNESS_HOME), one after the other.
+Prints both wall times and their ratio, and the ratio of the heads' share alone (training
+and evaluation, from the records' timing: what a grid costs once features are cached), next
+to what s3prl would run: one full run per (grid point, layer), 3 x (L+2) for a 3-point grid.
 """
 
 from __future__ import annotations
@@ -38,9 +48,49 @@ def build_model(folder: Path, layers: int) -> Path:
     return folder
 
 
+def grid_vs_single(args, data_root: Path, work: Path, spec: str) -> None:
+    """The ``--grid`` measurement (module docstring): per task, a single-lr and a grid sweep, each
+    from a cold cache; prints wall times, the grid/single ratios and the probes' test metrics."""
+    from harness.config import parse_lr_grid
+    from harness.probing.engine import RunRequest, run
+    from harness.registry import load_task
+
+    grid = parse_lr_grid(args.grid)
+    probes = args.layers + 2
+    print(f"learning-rate grid {', '.join(f'{x:g}' for x in grid)} vs one lr: {args.layers + 1} layers + weighted "
+          f"sum, cached features, each sweep from a cold cache")
+    for task in args.tasks.split(","):
+        steps = args.steps or int(load_task(task).default_config()["max_steps"])
+
+        def sweep(name: str, extra: dict):
+            os.environ["HARNESS_HOME"] = str(work / f"home-{task}-{name}")  # a cold feature cache for each
+            req = RunRequest(upstream=spec, task=task, layer="all", data_root=data_root, out=work / f"out-{name}",
+                             max_steps=steps, overrides=extra, progress=False)
+            t0 = time.time()
+            records = [json.loads(p.read_text()) for p in run(req)]
+            return time.time() - t0, records
+
+        t_one, one = sweep("single", {})
+        t_grid, gridded = sweep("grid", {"lr_grid": grid})
+        heads = lambda rs: rs[0]["timing"]["train_s"] + rs[0]["timing"]["evaluate_s"]  # noqa: E731
+        metric = one[0]["metric"]["name"]
+        lr = one[0]["config"]["lr"]
+        print(f"\ntask {task}, {steps} steps, test {metric}: single lr {lr:g} vs the grid (chosen lr per probe)")
+        print(f"{'probe':<10}{'single lr':>11}{'grid':>9}{'chosen lr':>11}")
+        for a, b in zip(one, gridded):
+            print(f"{a['probe']:<10}{a['test'][metric]:>11.4f}{b['test'][metric]:>9.4f}{b['lr']:>11g}")
+        print(f"one lr:   {t_one:7.1f} s  (extraction {one[0]['timing']['extract_s']:.1f} s, heads {heads(one):.1f} s)")
+        print(f"the grid: {t_grid:7.1f} s  (extraction {gridded[0]['timing']['extract_s']:.1f} s, heads "
+              f"{heads(gridded):.1f} s)")
+        print(f"grid / single wall time {t_grid / t_one:.2f}x (goal <= 2x); heads alone {heads(gridded) / heads(one):.2f}x; "
+              f"s3prl: {len(grid)} x {probes} = {len(grid) * probes} full runs")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", default="phone")
+    ap.add_argument("--grid", help="instead: a learning-rate grid (e.g. 1e-4,1e-3,1e-2) vs one lr, cached sweeps")
+    ap.add_argument("--tasks", default="phone,ic", help="with --grid: the tasks to measure (default phone,ic)")
     ap.add_argument("--steps", type=int, default=None, help="training steps per run (default: the task's max_steps)")
     ap.add_argument("--sequential", default="all", help="all, or K evenly spaced single-layer runs to time")
     ap.add_argument("--layers", type=int, default=12, help="transformer layers of the benchmark model")
@@ -58,6 +108,8 @@ def main() -> None:
     os.environ["HARNESS_HOME"] = str(work / "home")  # cold cache: extraction is part of the sweep's cost
     model = build_model(work / "model", args.layers)
     spec = f"hf:{model}"
+    if args.grid:
+        return grid_vs_single(args, data_root, work, spec)
     if args.steps is None:
         from harness.registry import load_task
 

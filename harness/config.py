@@ -154,3 +154,45 @@ def validate(config: dict, defaults: dict, schema: Mapping[str, Field], path: st
             value = validate(value, default, schema, dotted + ".")
         out[key] = value
     return out
+
+
+def _value_set(value: Any, what: str, field: Field, single: str) -> list | None:
+    """``value`` (a YAML/JSON list, or a comma-separated string: YAML reads ``1e-3`` without a dot
+    as a string) as a sorted list of at least two distinct values, each checked by ``field``;
+    None for None. ``single``: what to use instead for one value (``{}`` takes it). One-line
+    HarnessError otherwise."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise HarnessError(f"{what} must be a comma-separated list or a YAML list, got {value!r}")
+    out = []
+    for item in items:
+        if field.kind is int and isinstance(item, str) and item.lstrip("-").isdigit():
+            item = int(item)
+        try:
+            out.append(field.coerce(what, item))
+        except HarnessError:
+            raise HarnessError(f"{what}: each value must be {field.describe()}, got {item!r}") from None
+    if len(set(out)) != len(out):
+        raise HarnessError(f"{what}: a value is listed twice in {value!r}")
+    if len(out) < 2:
+        raise HarnessError(f"{what} needs at least two values, got {value!r}; for one, use {single.format(out[0])}")
+    return sorted(out)
+
+
+def parse_lr_grid(value: Any) -> list[float] | None:
+    """A learning-rate grid (``lr_grid``: ``--lr-grid 1e-4,1e-3,1e-2``, a YAML list, or null)
+    -> its learning rates ascending, or None for no grid (null: the task's single ``lr``).
+
+    The order given does not matter (the grid is a set); a rate must be finite and > 0, no
+    rate may repeat, and a grid has at least two rates (one rate is ``--set lr=X``). Raises a
+    one-line HarnessError otherwise."""
+    return _value_set(value, "lr_grid", Field(float, above=0), "--set lr={:g}")
+
+
+def parse_seeds(value: Any) -> list[int] | None:
+    """Head-initialisation seeds trained in one pass (``--seeds 0,1,2``, a YAML list, or null)
+    -> the seeds ascending, or None (null: one seed, the run's ``--seed``). Seeds are integers
+    >= 0, none repeated, at least two (one is ``--seed N``). Raises a one-line HarnessError."""
+    return _value_set(value, "seeds", Field(int, minimum=0), "--seed {}")

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from harness.config import merge_config, validate
+from harness.config import merge_config, parse_lr_grid, validate
 from harness.errors import HarnessError
 from harness.registry import load_task
 
@@ -42,6 +42,9 @@ PROTOCOLS = {
 }
 DEFAULT_PROTOCOL = "superb"
 BASE_PROTOCOL = "quick"  # NAME.yaml itself: no overlay file
+#: a learning-rate grid (``--lr-grid``): any task, protocol overlay or ``--set`` may give it; it is
+#: parsed by :func:`harness.config.parse_lr_grid` and kept in the config only when set
+GRID_KEY = "lr_grid"
 
 
 def overlay_path(task_cls: type, protocol: str) -> Path:
@@ -167,6 +170,9 @@ def resolve_recipe(task_cls: type, protocol: str | None = None, overrides: dict 
     """
     name = choose_protocol(task_cls, protocol)
     base = task_cls.default_config()
+    overrides = dict(overrides or {})
+    grid = base.pop(GRID_KEY, None)
+    grid_source = f"{task_cls.name}.yaml"
     optional = dict(getattr(task_cls, "optional_config", {}) or {})
     extended = copy.deepcopy(base)
     for key, value in optional.items():
@@ -182,7 +188,12 @@ def resolve_recipe(task_cls: type, protocol: str | None = None, overrides: dict 
             raise HarnessError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(overlay, dict):
             raise HarnessError(f"{path} must be a mapping of config keys")
+        if GRID_KEY in overlay:
+            overlay = dict(overlay)
+            grid, grid_source = overlay.pop(GRID_KEY), path.name
         layers.append((overlay, path.name))
+    if GRID_KEY in overrides:
+        grid, grid_source = overrides.pop(GRID_KEY), "--set"
     if overrides:
         layers.append((overrides, "--set"))
     config = extended
@@ -203,6 +214,10 @@ def resolve_recipe(task_cls: type, protocol: str | None = None, overrides: dict 
         if _same(current, value):
             neutral[key] = current
             _drop_dotted(config, key)
+    grid = parse_lr_grid(grid)
+    if grid is not None:  # absent without a grid, so runs without one keep their identity
+        config[GRID_KEY] = grid
+        sources[GRID_KEY] = grid_source
     return Recipe(task_cls.name, name, config, neutral, sources)
 
 

@@ -189,6 +189,15 @@ class ResultRecord:
     #: the protocol the config was resolved under (superb, quick ...): a name, not identity (the
     #: config is); None in records written before protocols existed
     protocol: str | None = None
+    #: learning-rate grid runs (config ``lr_grid``): the rate of the grid point that dev chose,
+    #: whose numbers the record holds; None without a grid (config ``lr`` was used)
+    lr: float | None = None
+    #: every grid point, ascending rate: ``{"lr", "best_step", "best_dev", "dev_curve"}`` (its dev
+    #: metric at every validation); [] without a grid
+    grid: list[dict] = field(default_factory=list)
+    #: several head seeds trained in one pass (``--seeds``): the seed of their shared batch order;
+    #: ``seed`` then varies the head initialisation only. None: ``seed`` set both
+    batch_seed: int | None = None
     # provenance (not identity)
     data_root: str | None = None
     wall_time_s: float | None = None
@@ -211,11 +220,14 @@ class ResultRecord:
         """What a number was measured on: task, corpus, task config, steps, harness version.
 
         Records with the same setting are comparable and share a leaderboard table. A world
-        size of 1 is left out so that single-process settings keep their ids."""
+        size of 1 is left out so that single-process settings keep their ids. A learning-rate
+        grid is part of the config; the batch seed of head seeds trained in one pass is added."""
         out = {"task": self.task, "corpus": self.corpus, "config": self.config,
                "harness": self.versions.get("harness"), "steps": self.steps}
         if self.world_size != 1:
             out["world_size"] = self.world_size
+        if self.batch_seed is not None:  # seeds of one pass: comparable among themselves only
+            out["batch_seed"] = self.batch_seed
         return out
 
     @property
@@ -410,11 +422,16 @@ def portable_root(path: Path) -> str:
 
 
 def format_records(paths: list[Path]) -> str:
-    """One line per record of a run: probe, dev and test metric, learned layer weights."""
-    lines = [f"{'probe':<14}{'dev':>10}{'test':>10}  metric   (records in {paths[0].parent})"]
-    for p in paths:
-        r = read_record(p)
+    """One line per record of a run: probe (and head seed, with ``--seeds``), dev and test metric,
+    the chosen learning rate (with a grid), learned layer weights."""
+    records = [read_record(p) for p in paths]
+    seeds = len({r.seed for r in records}) > 1
+    lr = any(r.lr is not None for r in records)
+    lines = [f"{'probe':<14}" + (f"{'seed':>6}" if seeds else "") + f"{'dev':>10}{'test':>10}"
+             + (f"{'lr':>9}" if lr else "") + f"  metric   (records in {paths[0].parent})"]
+    for r in records:
         name = r.metric.name
-        lines.append(f"{r.probe:<14}{r.dev[name]:>10.4f}{r.test[name]:>10.4f}  {name}"
+        lines.append(f"{r.probe:<14}" + (f"{r.seed:>6}" if seeds else "") + f"{r.dev[name]:>10.4f}{r.test[name]:>10.4f}"
+                     + (f"{r.lr:>9g}" if lr else "") + f"  {name}"
                      + ("  weights " + " ".join(f"{w:.2f}" for w in r.layer_weights) if r.layer_weights else ""))
     return "\n".join(lines)

@@ -55,10 +55,13 @@ def _recommend(args: argparse.Namespace) -> int:
     best = r.best
     rule = "not significantly worse than the best (paired bootstrap, 95%)" if args.tolerance is None else \
         f"within {args.tolerance} {r.metric} of the best"
+    def lr(s) -> str:  # learning-rate grid runs: the rate dev chose for the layer
+        return f", lr {'/'.join(f'{x:g}' for x in dict.fromkeys(s.lrs))}" if s.lrs else ""
+
     print(f"{r.label} · {r.task}: best layer {best.layer} ({best.name}) {r.metric} {best.score:.4f} "
-          f"[{best.ci_low:.4f}, {best.ci_high:.4f}]")
+          f"[{best.ci_low:.4f}, {best.ci_high:.4f}]{lr(best)}")
     print(f"recommended layer: {pick.layer} ({pick.name}) {r.metric} {pick.score:.4f} "
-          f"[{pick.ci_low:.4f}, {pick.ci_high:.4f}]: the lowest layer {rule}")
+          f"[{pick.ci_low:.4f}, {pick.ci_high:.4f}]{lr(pick)}: the lowest layer {rule}")
     spec = r.upstream.spec
     pair = None if r.upstream.random_init else costs(spec, int(pick.layer))
     if pair:

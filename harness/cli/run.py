@@ -34,9 +34,12 @@ def _request(args: argparse.Namespace, spec: str):
     devices: str | int = args.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
+    overrides = parse_overrides(args.set or [])
+    if args.lr_grid is not None:
+        overrides["lr_grid"] = args.lr_grid  # parsed and checked with the task config
     return RunRequest(
         upstream=spec, task=args.task, layer=args.layer, data_root=Path(args.data_root) if args.data_root else None,
-        out=Path(args.out), seed=args.seed, max_steps=args.max_steps, overrides=parse_overrides(args.set or []),
+        out=Path(args.out), seed=args.seed, seeds=args.seeds, max_steps=args.max_steps, overrides=overrides,
         protocol=args.protocol,
         cache="none" if args.no_cache else args.cache, random_init=args.random_init, init_seed=args.init_seed,
         devices=devices, num_nodes=args.num_nodes, strategy=args.strategy, accelerator=args.accelerator,
@@ -105,6 +108,12 @@ def _add_run_arguments(rn: argparse.ArgumentParser) -> None:
                     "overwrite those)")
     rn.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     _add_recipe_arguments(rn)
+    rn.add_argument("--lr-grid", metavar="LR,LR,...", help="train every probe once per learning rate in the same "
+                    "pass (e.g. 1e-4,1e-3,1e-2) and keep, per probe, the rate with the best dev score; the records "
+                    "hold the chosen rate and every rate's dev curve (same as --set lr_grid=...)")
+    rn.add_argument("--seeds", metavar="S,S,...", help="head-initialisation seeds trained in the same pass (e.g. "
+                    "0,1,2), one record each; they share the batch order of --seed, so they vary the head "
+                    "initialisation only")
     rn.add_argument("--cache", choices=["disk", "auto", "none"], default="disk",
                     help="disk: extract the needed layers once and train from the cache, refused when it would not "
                          "fit (default); auto: disk when it fits, else none; none: run the upstream inside every "

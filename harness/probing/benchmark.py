@@ -21,10 +21,13 @@ Job keys: ``upstreams`` (list) or ``checkpoints`` (list, in training order), ``t
 or ``task``, and optionally ``layer`` (default all), ``seed``, ``random_init``,
 ``init_seed``, ``max_steps``, ``set`` (task config overrides, e.g. ``{lr: 0.01}``),
 ``protocol`` (``superb`` or ``quick``; default: the config's top-level ``protocol``, else
-superb where the task has it, as ``harness run``), ``data_root``, ``cache``, ``accelerator``
-(default auto), ``precision`` (default 32-true) and ``out`` (default: the config's ``out``).
-Relative paths are relative to the current directory, as on the command line. Every config in
-``benchmarks/`` names ``protocol: quick``, the CPU budget its committed records were made with.
+superb where the task has it, as ``harness run``), ``lr_grid`` (learning rates trained in the
+same pass, each probe keeping its dev-best one, e.g. ``[1.0e-4, 1.0e-3, 1.0e-2]``; as ``harness
+run --lr-grid``), ``seeds`` (head seeds trained in the same pass, as ``--seeds``),
+``data_root``, ``cache``, ``accelerator`` (default auto), ``precision`` (default 32-true) and
+``out`` (default: the config's ``out``). Relative paths are relative to the current directory,
+as on the command line. Every config in ``benchmarks/`` names ``protocol: quick``, the CPU
+budget its committed records were made with.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.config import parse_overrides
+from harness.config import parse_lr_grid, parse_overrides, parse_seeds
 from harness.errors import HarnessError
 from harness.probing.engine import RunRequest, run
 from harness.protocol import choose_protocol
@@ -44,7 +47,7 @@ from harness.registry import load_task, parse_spec, resolve_checkpoints, task_na
 from harness.upstream import UpstreamPool
 
 JOB_KEYS = {"upstreams", "checkpoints", "tasks", "task", "layer", "seed", "random_init", "init_seed", "max_steps",
-            "set", "data_root", "cache", "out", "accelerator", "precision", "protocol"}
+            "set", "data_root", "cache", "out", "accelerator", "precision", "protocol", "lr_grid", "seeds"}
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Job:
     accelerator: str = "auto"
     precision: str = "32-true"
     protocol: str | None = None  # None: superb where the task has it, else quick
+    seeds: list[int] | None = None  # head seeds trained in one pass
 
 
 def load_config(path: Path) -> list[Job]:
@@ -114,8 +118,15 @@ def load_config(path: Path) -> list[Job]:
         overrides = body.get("set") or {}
         if not isinstance(overrides, dict):
             raise HarnessError(f"{where}: 'set' is a mapping of config keys to values")
-        dotted = [f"{k}={v}" for k, v in overrides.items() if not isinstance(v, dict)]
+        dotted = [f"{k}={v}" for k, v in overrides.items() if not isinstance(v, dict) and k != "lr_grid"]
         nested = {k: v for k, v in overrides.items() if isinstance(v, dict)}
+        grid = body.get("lr_grid", overrides.get("lr_grid"))
+        try:
+            if grid is not None:
+                nested["lr_grid"] = parse_lr_grid(grid)
+            seeds = parse_seeds(body.get("seeds"))
+        except HarnessError as exc:
+            raise HarnessError(f"{where}: {exc}") from None
         jobs.append(Job(
             upstreams=[str(u) for u in ups], tasks=[str(t) for t in tasks], out=Path(body.get("out", default_out)),
             trajectory="checkpoints" in body, layer=str(body.get("layer", "all")), seed=int(body.get("seed", 0)),
@@ -123,7 +134,7 @@ def load_config(path: Path) -> list[Job]:
             max_steps=body.get("max_steps"), overrides={**parse_overrides(dotted), **nested},
             data_root=Path(body["data_root"]) if body.get("data_root") else None, cache=str(body.get("cache", "disk")),
             accelerator=str(body.get("accelerator", "auto")), precision=str(body.get("precision", "32-true")),
-            protocol=None if protocol is None else str(protocol),
+            protocol=None if protocol is None else str(protocol), seeds=seeds,
         ))
     return jobs
 
@@ -155,7 +166,7 @@ def run_benchmark(jobs: list[Job], progress: bool = True) -> list[Outcome]:
         req = RunRequest(upstream=up, task=task, layer=job.layer, data_root=job.data_root, out=job.out,
                          seed=job.seed, max_steps=job.max_steps, overrides=job.overrides, random_init=job.random_init,
                          init_seed=job.init_seed, cache=job.cache, accelerator=job.accelerator,
-                         precision=job.precision, progress=progress, protocol=job.protocol)
+                         precision=job.precision, progress=progress, protocol=job.protocol, seeds=job.seeds)
         before = time.time()
         paths = run(req, upstreams=pool)
         took = time.time() - before

@@ -7,11 +7,14 @@
 2. :func:`finished_records` returns the records of an identical finished run, if any;
 3. :func:`provide_features` builds the datasets: cached layers (extracting only the
    layers the probes need and only what is missing) or raw audio for streamed runs;
-4. :func:`fit` trains every probe with Lightning (resumable at window ends);
-5. :func:`score` evaluates each probe's best dev state on dev and test;
-6. :func:`write_records` writes one record (plus per-utterance outcomes) per probe.
+4. :func:`fit` trains every probe with Lightning (resumable at window ends), once per rate of
+   a learning-rate grid (config ``lr_grid``) and per head seed (``seeds``) when given;
+5. :func:`score` evaluates each probe's best dev state (of its dev-best grid point) on dev and
+   test;
+6. :func:`write_records` writes one record (plus per-utterance outcomes) per probe and head
+   seed, with the chosen rate and every grid point's dev curve.
 
-Before training a run prints one line (:func:`harness.probing.estimate.announce`): its
+Before training a run prints one line (:func:`harness.probing.announce.announce`): its
 protocol, step budget and a time estimate measured here. A task with folds (ER under
 ``superb``) runs each fold as a run of its own and writes the mean over folds as one
 result (:mod:`harness.probing.folds`).
@@ -26,11 +29,12 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pytorch_lightning as pl
 import torch
 
+from harness.config import parse_seeds
 from harness.corpus.layout import require_embedded_corpus
 from harness.errors import HarnessError
 from harness.features.cache import ensure_features
@@ -88,6 +92,9 @@ class RunRequest:
     data_root: Path | None = None
     out: Path = Path("results")
     seed: int = 0
+    #: head-initialisation seeds trained in one pass (``--seeds 0,1,2``: a list or comma string,
+    #: at least two); they share the batch order of ``seed``. None: one seed, ``seed``.
+    seeds: Sequence[int] | str | None = None
     max_steps: int | None = None
     overrides: dict | None = None
     protocol: str | None = None  # None: superb where the task has it, else quick (harness.protocol)
@@ -125,6 +132,7 @@ class RunPlan:
     placement: Placement = field(default_factory=lambda: Placement(torch.device("cpu")))
     protocol: str = "quick"  # the resolved protocol's name (recorded, never hashed)
     timing: dict = field(default_factory=dict)
+    seeds: list[int] | None = None  # head-initialisation seeds of one pass (parsed request.seeds)
 
     @property
     def selection(self) -> str:
@@ -137,6 +145,16 @@ class RunPlan:
         self.streamed, self.pooled = streamed, pooled
         self.identity["features"] = features_mode(streamed, pooled, self.request.cache_dtype)
         self.key = run_key(self.identity)
+
+    @property
+    def heads(self) -> list[tuple[ProbeSpec, int | None]]:
+        """(probe, head seed) for every record the run writes; the head seed is None without
+        ``seeds`` (the heads start from the run's own seed)."""
+        return [(spec, seed) for seed in (self.seeds or [None]) for spec in self.probes]
+
+    def record_seed(self, head_seed: int | None) -> int:
+        """The seed a record of head seed ``head_seed`` carries (its file name's ``seedN``)."""
+        return self.request.seed if head_seed is None else head_seed
 
     @property
     def layers(self) -> list[int]:
@@ -206,6 +224,7 @@ def prepare(req: RunRequest, upstreams=None) -> RunPlan:
     task_cls = load_task(req.task)
     recipe = resolve_recipe(task_cls, req.protocol, req.overrides, req.max_steps)
     config = recipe.config
+    seeds = parse_seeds(req.seeds)
     world_size = world_size_of(req.devices, req.num_nodes, placement.accelerator)
     if config["batch_size"] % world_size:
         raise HarnessError(f"batch_size {config['batch_size']} is not divisible by the {world_size} training processes "
@@ -230,9 +249,9 @@ def prepare(req: RunRequest, upstreams=None) -> RunPlan:
         upstream=upstream.identity(), task=task.name, config=config, probes=[p.key for p in probes], seed=req.seed,
         corpus=corpus_identity(data_root, [e for s in SPLITS for e in examples[s]]), world_size=world_size,
         features=features_mode(streamed, pooled, req.cache_dtype), task_content=task.identity(),
-        compute=placement.identity())
+        compute=placement.identity(), init_seeds=seeds)
     plan = RunPlan(req, task, config, data_root, examples, upstream, probes, streamed, pooled, world_size, identity, "",
-                   placement, recipe.protocol)
+                   placement, recipe.protocol, seeds=seeds)
     plan.set_features(streamed, pooled)
     return plan
 
@@ -297,9 +316,16 @@ def drop_short_clips(plan: RunPlan) -> RunPlan:
 
 
 def finished_records(plan: RunPlan) -> list[Path] | None:
-    """The record paths if every probe of this run already has a record at this step count."""
-    return finished_paths(plan.out_dir, [p.key for p in plan.probes], plan.request.seed, plan.key,
-                          int(plan.config["max_steps"]))
+    """The record paths if every probe (and head seed) of this run already has a record at this
+    step count."""
+    steps = int(plan.config["max_steps"])
+    found = []
+    for spec, head_seed in plan.heads:
+        paths = finished_paths(plan.out_dir, [spec.key], plan.record_seed(head_seed), plan.key, steps)
+        if paths is None:
+            return None
+        found.extend(paths)
+    return found
 
 
 def say_if_from_another_machine(plan: RunPlan, paths: list[Path]) -> None:
@@ -369,7 +395,7 @@ def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
     pl.seed_everything(req.seed, workers=True, verbose=False)
     module = ProbeModule(plan.task, plan.probes, list(plan.upstream.info.dims), plan.upstream.info.hop, config,
                          plan.examples[plan.selection], upstream=plan.upstream if plan.streamed else None,
-                         offset=plan.upstream.info.frame_offset, placement=placement)
+                         offset=plan.upstream.info.frame_offset, placement=placement, seeds=plan.seeds)
     last = _checkpoint_for_budget(plan.run_dir, int(config["max_steps"]))
     callbacks = [WindowCheckpoint(last, val_interval)] + ([StepProgress(plan.task.metric.name)] if req.progress else [])
     trainer = pl.Trainer(
@@ -422,17 +448,20 @@ class ProbeScores:
 
 
 def score(plan: RunPlan, module, datasets: dict[str, Any]) -> dict[str, ProbeScores]:
-    """Every probe with its best dev state, on dev and test, in one pass per split."""
+    """Every probe (and head seed) with its best dev state, on dev and test, in one pass per split;
+    with a learning-rate grid, only the grid point dev chose (:meth:`ProbeModule.chosen`) is
+    scored, so test never sees the others. Keyed by member key."""
     module.load_best()
     batch_size = int(plan.config["batch_size"])
+    keys = [module.chosen(spec.key, seed).key for spec, seed in plan.heads]
     results = {}
     workers, placement = plan.placement.workers(plan.request.workers), plan.placement
-    per_split = {s: predict_all(module, eval_loader(datasets[s], batch_size, workers, placement.pin_memory),
+    per_split = {s: predict_all(module, eval_loader(datasets[s], batch_size, workers, placement.pin_memory), keys,
                                 placement.device) for s in ("dev", "test")}
-    for spec in plan.probes:
-        dev_metrics, _ = plan.task.score(per_split["dev"][spec.key], plan.examples["dev"])
-        test_metrics, outcomes = plan.task.score(per_split["test"][spec.key], plan.examples["test"])
-        results[spec.key] = ProbeScores(dev_metrics, test_metrics, outcomes)
+    for key in keys:
+        dev_metrics, _ = plan.task.score(per_split["dev"][key], plan.examples["dev"])
+        test_metrics, outcomes = plan.task.score(per_split["test"][key], plan.examples["test"])
+        results[key] = ProbeScores(dev_metrics, test_metrics, outcomes)
     return results
 
 
@@ -440,21 +469,27 @@ def score(plan: RunPlan, module, datasets: dict[str, Any]) -> dict[str, ProbeSco
 
 
 def write_records(plan: RunPlan, fitted: Fitted, scores: dict[str, ProbeScores]) -> list[Path]:
-    """One :class:`~harness.records.ResultRecord` (plus its per-utterance outcomes) per probe, under
-    ``OUT/UPSTREAM/TASK/SETTING/``; returns their paths. Records of runs measured differently never
-    overwrite each other.
+    """One :class:`~harness.records.ResultRecord` (plus its per-utterance outcomes) per probe and head
+    seed, under ``OUT/UPSTREAM/TASK/SETTING/``; returns their paths. Records of runs measured
+    differently never overwrite each other. With a grid, a record holds the chosen grid point's
+    numbers, its ``lr`` and every grid point's dev curve (``grid``); with ``seeds``, its ``seed``
+    is the head seed and ``batch_seed`` the run's seed.
     """
     module = fitted.module
     versions = package_versions()
     metric: MetricSpec = plan.task.metric
+    grid = "lr_grid" in plan.config
     paths = []
-    for spec in plan.probes:
-        chosen = module.selection(spec.key)
-        s = scores[spec.key]
+    for spec, head_seed in plan.heads:
+        member = module.chosen(spec.key, head_seed)
+        chosen = module.selection(member.key)
+        s = scores[member.key]
         record = ResultRecord(
             upstream=plan.upstream_ref, task=plan.task.name, metric=metric, probe=spec.key, layer=spec.mode,
             layers=list(spec.layers), layer_weights=chosen.layer_weights,
-            dev=s.dev, test=s.test, best_step=chosen.best_step, steps=fitted.steps, seed=plan.request.seed,
+            dev=s.dev, test=s.test, best_step=chosen.best_step, steps=fitted.steps,
+            seed=plan.record_seed(head_seed), batch_seed=None if head_seed is None else plan.request.seed,
+            lr=member.lr if grid else None, grid=module.grid_points(spec.key, head_seed) if grid else [],
             config=plan.config, corpus=plan.identity["corpus"], run_key=plan.key,
             test_utterances=len(plan.examples["test"]), versions=versions, dev_curve=chosen.dev_curve,
             no_cache=plan.streamed, pooled_cache=plan.pooled, world_size=plan.world_size,

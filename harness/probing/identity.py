@@ -82,22 +82,27 @@ def features_mode(streamed: bool, pooled: bool, cache_dtype: str) -> str:
 
 def run_identity(*, upstream: dict, task: str, config: dict, probes: Sequence[str], seed: int, corpus: dict,
                  world_size: int, features: str, task_content: dict | None = None,
-                 compute: dict | None = None) -> dict:
+                 compute: dict | None = None, init_seeds: Sequence[int] | None = None) -> dict:
     """Everything that changes a run's numbers, and nothing else (the module docstring).
 
     ``upstream``: :meth:`harness.upstream.Upstream.identity`; ``config``: the resolved task config
-    (its step budget is left out: a longer run continues a shorter one through identical windows);
-    ``probes``: probe keys; ``corpus``: :func:`corpus_identity`; ``features``: :func:`features_mode`;
-    ``task_content``: :meth:`harness.task.Task.identity` (left out when empty, so tasks without such
-    content keep the keys they always had); ``compute``: :meth:`harness.features.device.Placement.identity`
+    (its step budget is left out: a longer run continues a shorter one through identical windows;
+    a learning-rate grid is in it as ``lr_grid``); ``probes``: probe keys; ``seed``: the run's
+    seed (batch order, and head initialisation without ``init_seeds``); ``corpus``:
+    :func:`corpus_identity`; ``features``: :func:`features_mode`; ``task_content``:
+    :meth:`harness.task.Task.identity` (left out when empty, so tasks without such content keep
+    the keys they always had); ``compute``: :meth:`harness.features.device.Placement.identity`
     (only non-default fields: ``{}`` on the CPU in float32, which leaves the identity as it was
-    before devices counted).
+    before devices counted); ``init_seeds``: head initialisation seeds trained in one pass
+    (``--seeds``), absent when None, so runs without them keep their keys.
     """
     ident = {"upstream": upstream, "task": task, "config": {k: v for k, v in config.items() if k != "max_steps"},
              "probes": list(probes), "seed": seed, "corpus": corpus, "world_size": world_size, "version": __version__,
              "features": features, **(compute or {})}
     if task_content:
         ident["task_content"] = task_content
+    if init_seeds:
+        ident["init_seeds"] = list(init_seeds)
     return ident
 
 

@@ -5,6 +5,16 @@ trains them from the same batches: the losses are summed, but each probe has its
 parameters, Adam state and gradient clipping, so each trains exactly as it would alone on
 that batch sequence, for the price of one data pass.
 
+A learning-rate grid (config ``lr_grid``) and head-initialisation seeds (``seeds``) multiply
+the heads in the same pass (:class:`~harness.probing.probes.Member`): every probe is trained
+once per grid rate (its own Adam parameter group) and per seed, each selected on dev at its
+own best step; :meth:`ProbeModule.chosen` then picks, per probe and seed, the grid point with
+the best dev score. All grid points of a probe start from the same head initialisation, the
+one a single-rate run with the same seed gives that probe, so grid point ``lr`` trains exactly
+as a run with ``--set lr=<lr>`` (bit for bit on CPU; heads with dropout draw their masks from
+one shared stream, so there they agree in distribution only). Seeds in one pass share the
+batch stream of the run's ``--seed``: a seed varies the head initialisation only.
+
 Each probe keeps its own best dev state (dev-set model selection). That state and the dev
 curve are part of the module's ``state_dict`` (as extra state), so they travel with
 checkpoints and come back from spawned DDP workers.
@@ -12,6 +22,7 @@ checkpoints and come back from spawned DDP workers.
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +39,7 @@ from harness.features.extract import streamed_layers
 from harness.features.loaders import frame_lengths
 from harness.fsutil import atomic_path
 from harness.heads import Featurizer, Head, Probe
-from harness.probing.probes import ProbeSpec
+from harness.probing.probes import Member, ProbeSpec, grid_members
 from harness.quiet import quiet_third_party
 from harness.task import Example, Task
 
@@ -48,18 +59,21 @@ class ProbeSelection:
 
 
 class ProbeModule(pl.LightningModule):
-    """L+1 (or fewer) independent probes trained from one stream of batches.
+    """L+1 (or fewer) independent probes trained from one stream of batches, each once per
+    rate of ``config["lr_grid"]`` (if set) and per seed of ``seeds`` (if given).
 
     ``upstream``: None when batches carry cached features; an upstream when batches carry
     waveforms (streamed runs), run frozen under ``no_grad`` inside every step, in
     ``placement``'s precision (Lightning has moved it to the module's device).
     ``dev_examples``: the examples model selection scores (the dev split, or the test split
-    under ``selection: test``).
+    under ``selection: test``). ``probes`` maps member keys
+    (:func:`~harness.probing.probes.grid_members`) to :class:`~harness.heads.Probe` modules;
+    without grid and seeds the keys are the probe keys.
     """
 
     def __init__(self, task: Task, probes: list[ProbeSpec], dims: list[int], hop: int | None, config: dict,
                  dev_examples: list[Example], upstream=None, offset: int = 0,
-                 placement: Placement | None = None) -> None:
+                 placement: Placement | None = None, seeds: list[int] | None = None) -> None:
         super().__init__()
         self.task, self.specs, self.hop, self.config, self.offset = task, probes, hop, config, offset
         self.dev_examples = dev_examples
@@ -67,18 +81,40 @@ class ProbeModule(pl.LightningModule):
         self.upstream = upstream
         if upstream is not None:
             upstream.requires_grad_(False)
+        self.members = grid_members(probes, float(config["lr"]), config.get("lr_grid"), seeds)
+        inits = self._initial_probes(dims, seeds)
         self.probes = torch.nn.ModuleDict()
-        for spec in probes:
-            featurizer = Featurizer(spec.layers, spec.weighted, layer_norm=bool(config["layer_norm"]))
-            head = task.build_head(dims[spec.layers[0]])
-            if not isinstance(head, Head):
-                raise HarnessError(f"task {task.name}: build_head must return a harness.heads.Head, "
-                                   f"got {type(head).__name__}")
-            self.probes[spec.key] = Probe(featurizer, head)
+        for m in self.members:
+            first = inits[(m.seed, m.spec.key)]
+            # every grid point of a probe starts from the same initialisation
+            self.probes[m.key] = first if len(self.members) == len(probes) else copy.deepcopy(first)
         self.best: dict[str, dict] = {}  # probe -> {"dev", "step", "state"}
         self.curve: dict[str, list[dict]] = {}  # probe -> dev metrics at every validation
         self.steps_done = 0  # optimizer steps taken (travels back from spawned workers)
         self._val: dict[str, dict] = {}
+
+    def _initial_probes(self, dims: list[int], seeds: list[int] | None) -> dict[tuple, Probe]:
+        """{(seed, probe key): a freshly initialised probe}. Without ``seeds`` the heads draw from
+        the global RNG in probe order (after the run's ``seed_everything``, as always); with them,
+        each seed's heads draw in probe order from a CPU generator seeded with that seed, which
+        is what a run with ``--seed <seed>`` draws, leaving the global RNG untouched."""
+
+        def build(spec: ProbeSpec) -> Probe:
+            featurizer = Featurizer(spec.layers, spec.weighted, layer_norm=bool(self.config["layer_norm"]))
+            head = self.task.build_head(dims[spec.layers[0]])
+            if not isinstance(head, Head):
+                raise HarnessError(f"task {self.task.name}: build_head must return a harness.heads.Head, "
+                                   f"got {type(head).__name__}")
+            return Probe(featurizer, head)
+
+        if not seeds:
+            return {(None, spec.key): build(spec) for spec in self.specs}
+        out = {}
+        for seed in seeds:
+            with torch.random.fork_rng(devices=[]):
+                torch.random.default_generator.manual_seed(seed)
+                out.update({(seed, spec.key): build(spec) for spec in self.specs})
+        return out
 
     # -- features for a batch, from the cache or from the upstream ------------
     def features(self, batch: dict) -> tuple[list, list]:
@@ -98,10 +134,11 @@ class ProbeModule(pl.LightningModule):
         b.update(self.task.batch_targets(batch["examples"], b["lengths"], self.hop, self.offset))
         return hidden, b
 
-    def predictions(self, batch: dict) -> dict[str, list[Any]]:
-        """Every probe's predictions for a batch (in batch order)."""
+    def predictions(self, batch: dict, keys: Iterable[str] | None = None) -> dict[str, list[Any]]:
+        """The predictions of every member (or of the members ``keys``) for a batch (in batch order)."""
         hidden, b = self.prepared(batch)
-        return {key: self.task.predict(*probe.outputs(hidden, b)) for key, probe in self.probes.items()}
+        keys = list(self.probes) if keys is None else list(keys)
+        return {key: self.task.predict(*self.probes[key].outputs(hidden, b)) for key in keys}
 
     # -- training -------------------------------------------------------------
     def loss(self, batch: dict) -> torch.Tensor:
@@ -124,7 +161,15 @@ class ProbeModule(pl.LightningModule):
                 torch.nn.utils.clip_grad_norm_(probe.parameters(), clip)
 
     def configure_optimizers(self):
-        return make_optimizer(list(self.probes.parameters()), self.config)
+        """The config's optimizer (:func:`make_optimizer`) with one parameter group per learning
+        rate (one group without a grid, as always). Adam's state is per parameter, so every member
+        keeps its own."""
+        groups: dict[float, list] = {}
+        for m in self.members:
+            groups.setdefault(m.lr, []).extend(self.probes[m.key].parameters())
+        if len(groups) == 1:
+            return make_optimizer(list(self.probes.parameters()), self.config)
+        return make_optimizer([{"params": params, "lr": lr} for lr, params in groups.items()], self.config)
 
     # -- validation: dev-set model selection ----------------------------------
     def on_validation_epoch_start(self):
@@ -159,11 +204,35 @@ class ProbeModule(pl.LightningModule):
         """A validation pass outside Lightning's loop (the last step of a run that ends
         inside a window), with the same selection rule, on ``device`` (default: where the
         module is)."""
-        preds = predict_all(self, loader, device)
+        preds = predict_all(self, loader, device=device)
         self.select(step, preds)
 
+    def chosen(self, probe: str, seed: int | None = None) -> Member:
+        """The grid point that probe ``probe`` (a probe key) of head seed ``seed`` keeps: the member
+        with the best dev score at its own selected step; on a tie the smaller learning rate.
+        Without a grid, the probe's only member. HarnessError if training ended unvalidated."""
+        pick = None
+        for m in self.members:  # ascending learning rate within a (probe, seed)
+            if m.spec.key != probe or m.seed != seed:
+                continue
+            if m.key not in self.best:
+                raise HarnessError("training finished without a validation pass")
+            if pick is None or self.task.metric.better(self.best[m.key]["dev"], self.best[pick.key]["dev"]):
+                pick = m
+        if pick is None:
+            raise KeyError(f"no member for probe {probe!r}, seed {seed!r}")
+        return pick
+
+    def grid_points(self, probe: str, seed: int | None = None) -> list[dict]:
+        """Every grid point of probe ``probe`` (seed ``seed``), ascending learning rate: its ``lr``,
+        ``best_step``, ``best_dev`` (the metric at that step) and ``dev_curve`` (dev metrics at every
+        validation). What a record keeps of the points it did not choose."""
+        return [{"lr": m.lr, "best_step": self.best[m.key]["step"], "best_dev": self.best[m.key]["dev"],
+                 "dev_curve": list(self.curve.get(m.key, []))}
+                for m in self.members if m.spec.key == probe and m.seed == seed]
+
     def selection(self, key: str) -> ProbeSelection:
-        """The selection of probe ``key`` (call after :meth:`load_best`, so the layer weights are
+        """The selection of member ``key`` (call after :meth:`load_best`, so the layer weights are
         the selected state's)."""
         best = self.best[key]
         featurizer = self.probes[key].featurizer
@@ -203,8 +272,9 @@ class ProbeModule(pl.LightningModule):
 def make_optimizer(params: list, config: dict) -> torch.optim.Optimizer:
     """The config's optimizer: ``adam`` (torch.optim.Adam, s3prl's ``TorchOptim: Adam``) or
     ``adamw`` (torch.optim.AdamW, s3prl's ``TorchOptim: AdamW``: decoupled weight decay), with
-    ``lr``, ``weight_decay`` (default 0) and ``eps`` (default 1e-8). Both act element-wise, so the
-    probes of a run still train independently."""
+    ``lr``, ``weight_decay`` (default 0) and ``eps`` (default 1e-8). ``params``: parameters, or
+    parameter groups (dicts with their own ``lr``: a learning-rate grid). Both act element-wise,
+    so the probes of a run still train independently."""
     kind = config.get("optimizer", "adam")
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(kind)
     if cls is None:
@@ -213,12 +283,13 @@ def make_optimizer(params: list, config: dict) -> torch.optim.Optimizer:
                eps=float(config.get("eps", 1e-8)))
 
 
-def predict_all(module: ProbeModule, loader: Iterable[dict],
+def predict_all(module: ProbeModule, loader: Iterable[dict], keys: Iterable[str] | None = None,
                 device: torch.device | None = None) -> dict[str, dict[str, Any]]:
-    """{probe key: {utterance id: prediction}} over a whole loader, in eval mode; with
-    ``device``, the module and each batch are moved there first (after ``fit`` Lightning has
-    put the module back on the CPU)."""
-    preds: dict[str, dict[str, Any]] = {key: {} for key in module.probes}
+    """{member key: {utterance id: prediction}} over a whole loader, in eval mode, for every
+    member or the members ``keys``; with ``device``, the module and each batch are moved there
+    first (after ``fit`` Lightning has put the module back on the CPU)."""
+    keys = list(module.probes) if keys is None else list(keys)
+    preds: dict[str, dict[str, Any]] = {key: {} for key in keys}
     was_training = module.training
     if device is not None:
         module.to(device)
@@ -227,7 +298,7 @@ def predict_all(module: ProbeModule, loader: Iterable[dict],
         for batch in loader:
             if device is not None:
                 batch = move_data_to_device(batch, device)
-            for key, out in module.predictions(batch).items():
+            for key, out in module.predictions(batch, keys).items():
                 for e, p in zip(batch["examples"], out):
                     preds[key][e.id] = p
     module.train(was_training)

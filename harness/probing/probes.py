@@ -97,3 +97,36 @@ def select_probes(arg: str, info: UpstreamInfo, task_level: str) -> list[ProbeSp
 def needed_layers(probes: Sequence[ProbeSpec]) -> list[int]:
     """Every layer some probe reads, ascending."""
     return sorted({i for p in probes for i in p.layers})
+
+
+@dataclass(frozen=True)
+class Member:
+    """One head a run trains: a probe at one learning rate (a point of the run's ``lr_grid``)
+    from one head-initialisation seed (one of ``--seeds``).
+
+    ``key`` names it in the module (``layer_3`` in a run with neither; ``layer_3__lr1``: the
+    second-smallest rate; ``layer_3__seed2__lr0``); ``seed`` is None when the head is
+    initialised from the run's own seed (no ``--seeds``)."""
+
+    spec: ProbeSpec
+    lr: float
+    seed: int | None
+    key: str
+
+
+def grid_members(probes: Sequence[ProbeSpec], lr: float, lr_grid: Sequence[float] | None = None,
+                 seeds: Sequence[int] | None = None) -> list[Member]:
+    """Every head of a run: each probe x each grid rate (``lr`` alone without a grid) x each seed
+    (the run's own without ``seeds``); seed-major, then rate, then probe order.
+
+    >>> [m.key for m in grid_members(parse_layers("all", 2)[:2], 1e-3, [1e-4, 1e-3])]
+    ['layer_0__lr0', 'layer_1__lr0', 'layer_0__lr1', 'layer_1__lr1']
+    """
+    rates = list(lr_grid) if lr_grid else [float(lr)]
+    out = []
+    for seed in (list(seeds) if seeds else [None]):
+        for i, rate in enumerate(rates):
+            for spec in probes:
+                key = spec.key + (f"__seed{seed}" if seeds else "") + (f"__lr{i}" if lr_grid else "")
+                out.append(Member(spec, float(rate), seed, key))
+    return out

@@ -66,7 +66,11 @@ def _describe(r: Ranking) -> str:
     else:
         where = f"corpus at {corpus.get('root', '?')}"
     cfg = info.get("config", {})
-    return (f"{where}; {info.get('steps')} steps, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}; "
+    lr = (f"lr chosen per layer on dev from {', '.join(f'{x:g}' for x in cfg['lr_grid'])}" if cfg.get("lr_grid")
+          else f"lr {cfg.get('lr')}")
+    seeds = (f"; seeds share the batches of seed {info['batch_seed']} (head initialisation only)"
+             if info.get("batch_seed") is not None else "")
+    return (f"{where}; {info.get('steps')} steps, {lr}, batch {cfg.get('batch_size')}{seeds}; "
             f"harness {info.get('harness')}")
 
 

@@ -170,6 +170,7 @@ class LayerScore:
     not_worse: bool = False  # not significantly worse than the best single layer
     p_worse: float = 0.0  # bootstrap share of replicates where the best layer is not better
     inputs: list[int] = field(default_factory=list)  # the layers a weighted sum is over, in weight order
+    lrs: tuple[float, ...] = ()  # learning-rate grid runs: the rate dev chose, per seed (seed order)
 
 
 @dataclass
@@ -235,7 +236,8 @@ def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP) -> list[Rank
                 weights = list(np.mean([r.record.layer_weights for r in rs], axis=0))
             scores[probe] = LayerScore(probe, layer, rs[0].upstream.layer_name(layer), point,
                                        float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5)), len(rs),
-                                       weights, inputs=list(rs[0].record.layers))
+                                       weights, inputs=list(rs[0].record.layers),
+                                       lrs=tuple(r.record.lr for r in rs if r.record.lr is not None))
         singles = sorted((s for s in scores.values() if isinstance(s.layer, int)), key=lambda s: s.layer)
         weighted = [s for s in scores.values() if not isinstance(s.layer, int)]
         ranking = Ranking(first.upstream, first.task, metric, hib, sid, first.setting(), singles, weighted,
@@ -258,8 +260,18 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
+def _lr(s: LayerScore) -> str:
+    """The chosen learning rate(s) of a layer: one rate, or one per seed when they differ."""
+    return f"{s.lrs[0]:g}" if len(set(s.lrs)) == 1 else ",".join(f"{x:g}" for x in s.lrs)
+
+
+def _has_lr(r: Ranking) -> bool:
+    return any(s.lrs for s in r.layers + r.weighted)
+
+
 def rows(r: Ranking) -> list[dict]:
-    """Flat rows: every single layer (ranked) then the weighted probes."""
+    """Flat rows: every single layer (ranked) then the weighted probes; rows of a learning-rate
+    grid run also hold ``lr``, the rate chosen on dev (one per seed when they differ)."""
     best = r.best if r.layers else None
     out = []
     for pos, s in enumerate(r.ranked(), 1):
@@ -272,6 +284,10 @@ def rows(r: Ranking) -> list[dict]:
                     "layer_name": "weighted sum", "rank": None, "score": round(s.score, 6),
                     "ci_low": round(s.ci_low, 6), "ci_high": round(s.ci_high, 6), "seeds": s.seeds, "best": False,
                     "not_significantly_worse": None, "weights": [round(w, 4) for w in (s.weights or [])]})
+    if _has_lr(r):
+        scores = r.ranked() + r.weighted
+        for row, s in zip(out, scores):
+            row["lr"] = _lr(s) if s.lrs else None
     return out
 
 
@@ -289,8 +305,8 @@ def format_table(rankings: Sequence[Ranking], style: str = "table") -> str:
 
         buf = io.StringIO()
         fields = ["upstream", "task", "metric", "probe", "layer", "layer_name", "rank", "score", "ci_low", "ci_high",
-                  "seeds", "best", "not_significantly_worse", "weights"]
-        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+                  "seeds", "best", "not_significantly_worse", "weights"] + (["lr"] if any(map(_has_lr, rankings)) else [])
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", restval="")
         w.writeheader()
         for r in rankings:
             for row in rows(r):
@@ -303,26 +319,41 @@ def format_table(rankings: Sequence[Ranking], style: str = "table") -> str:
         arrow = "higher is better" if r.higher_is_better else "lower is better"
         title = (f"{r.label} · {r.task} · test {r.metric} ({arrow}) · {r.test_utterances} utterances · "
                  f"setting {r.setting}")
-        header = ["rank", "layer", "name", r.metric, "95% CI", "", "seeds"]
+        grid = _has_lr(r)
+        header = ["rank", "layer", "name", r.metric, "95% CI", "", "seeds"] + (["lr"] if grid else [])
         body = []
         for row in rows(r):
             mark = "best" if row["best"] else ("~best" if row["not_significantly_worse"] else "")
             ci = f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
             body.append([str(row["rank"] or "-"), str(row["layer"]), row["layer_name"], _fmt(row["score"]), ci, mark,
-                         str(row["seeds"])])
+                         str(row["seeds"])] + ([row["lr"] or "-"] if grid else []))
+        notes = _notes(r)
         weights = [f"{s.probe}: " + " ".join(f"{w:.2f}" for w in (s.weights or [])) for s in r.weighted]
         if style == "markdown":
             lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(c for c in row) + " |" for row in body]
-            lines += [""] + [f"Learned weights ({w})" for w in weights]
+            lines += [""] + [f"Learned weights ({w})" for w in weights] + [f"{n[0].upper()}{n[1:]}." for n in notes]
             lines.append("\n`~best`: not significantly worse than the best layer (paired bootstrap, 95%).")
         else:
             widths = [max(len(x) for x in col) for col in zip(header, *body)]
             lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths))]
             lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
-            lines += [f"learned weights, {w}" for w in weights]
+            lines += [f"learned weights, {w}" for w in weights] + notes
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def _notes(r: Ranking) -> list[str]:
+    """What the table's columns mean for grid and one-pass-seed settings (none otherwise)."""
+    notes = []
+    grid = (r.setting_info.get("config") or {}).get("lr_grid")
+    if grid:
+        notes.append("lr: the learning rate dev chose for the layer from the grid "
+                     + ", ".join(f"{x:g}" for x in grid) + "; the score is that rate's test score")
+    if r.setting_info.get("batch_seed") is not None:
+        notes.append(f"seeds trained in one pass on the batch order of seed {r.setting_info['batch_seed']}: "
+                     "they vary the head initialisation only")
+    return notes
 
 
 def figure(r: Ranking):
