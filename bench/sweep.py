@@ -60,12 +60,12 @@ def grid_vs_single(args, data_root: Path, work: Path, spec: str) -> None:
     print(f"learning-rate grid {', '.join(f'{x:g}' for x in grid)} vs one lr: {args.layers + 1} layers + weighted "
           f"sum, cached features, each sweep from a cold cache")
     for task in args.tasks.split(","):
-        steps = args.steps or int(load_task(task).default_config()["max_steps"])
+        steps = args.steps or int(load_task(task).default_config()["max_steps"])  # NAME.yaml: the quick protocol
 
         def sweep(name: str, extra: dict):
             os.environ["HARNESS_HOME"] = str(work / f"home-{task}-{name}")  # a cold feature cache for each
             req = RunRequest(upstream=spec, task=task, layer="all", data_root=data_root, out=work / f"out-{name}",
-                             max_steps=steps, overrides=extra, progress=False)
+                             max_steps=steps, overrides=extra, progress=False, protocol="quick")
             t0 = time.time()
             records = [json.loads(p.read_text()) for p in run(req)]
             return time.time() - t0, records

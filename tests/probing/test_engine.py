@@ -8,8 +8,9 @@ import pytest
 import tiny_models
 import torch
 
-from harness.probing.engine import RunRequest, finished_records, prepare, run
 from harness.errors import HarnessError
+from harness.probing.engine import RunRequest, finished_records, prepare, run
+from harness.records import read_outcomes
 
 FAST = {"batch_size": 8, "val_interval": 3, "lr": 1e-2}
 
@@ -57,8 +58,8 @@ def test_every_task_runs_all_layers_and_writes_records(tiny_corpus, tiny_hf, hom
     weighted = records[-1]
     assert weighted["layer"] == "weighted" and abs(sum(weighted["layer_weights"]) - 1) < 1e-6
     out_dir = next((tmp_path / "res").glob(f"*/{task}/*"))
-    o = json.loads((out_dir / "weighted_seed0.outcomes.json").read_text())
-    assert len(o["ids"]) == weighted["test_utterances"]
+    o = read_outcomes(out_dir / "weighted_seed0.json")
+    assert len(o.ids) == weighted["test_utterances"]
 
 
 def test_single_and_weighted_modes(tiny_corpus, tiny_hf, home, tmp_path):

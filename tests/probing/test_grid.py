@@ -19,7 +19,7 @@ from harness.probing.benchmark import load_config
 from harness.probing.engine import RunRequest, finished_records, prepare, run
 from harness.probing.module import ProbeModule
 from harness.probing.probes import parse_layers
-from harness.records import MetricSpec
+from harness.records import MetricSpec, read_outcomes
 from harness.registry import load_task
 from harness.reports.ranking import format_table, load_records, rank
 from harness.task import Example
@@ -43,7 +43,8 @@ def request(corpus, out, model, **kw) -> RunRequest:
     overrides = dict(FAST)
     overrides.update(kw.pop("overrides", {}))
     return RunRequest(upstream=f"hf:{model}", task=kw.pop("task", "ic"), data_root=corpus, out=out,
-                      max_steps=kw.pop("max_steps", 6), overrides=overrides, progress=False, **kw)
+                      max_steps=kw.pop("max_steps", 6), overrides=overrides, progress=False,
+                      protocol=kw.pop("protocol", "quick"), **kw)
 
 
 def _run(corpus, out, model, **kw) -> dict[str, dict]:
@@ -52,7 +53,7 @@ def _run(corpus, out, model, **kw) -> dict[str, dict]:
 
 
 def _outcomes(out: Path, stem: str) -> dict:
-    return json.loads(next(out.rglob(f"{stem}.outcomes.json")).read_text())
+    return vars(read_outcomes(next(out.rglob(f"{stem}.json"))))
 
 
 @pytest.mark.parametrize("task", ["ic", "phone"])  # pooled utterance features; fp16 frames
