@@ -17,7 +17,7 @@ def _report(args: argparse.Namespace) -> int:
         rank,
     )
 
-    rankings = rank(load_records(Path(args.results), args.upstream, args.task))
+    rankings = rank(load_records(Path(args.results), args.upstream, args.task), unit=args.unit)
     text = format_table(rankings, args.format)
     if args.output:
         write_text(args.output, text)
@@ -41,41 +41,11 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from harness.errors import HarnessError
     from harness.reports.ranking import load_records, rank
-    from harness.reports.recommend import choose, costs, export
+    from harness.reports.recommend import recommend
 
-    rankings = [r for r in rank(load_records(Path(args.results), args.upstream, args.task)) if r.layers]
-    if not rankings:
-        raise HarnessError(f"no single-layer results for {args.upstream} / {args.task}; run `harness run --layer all` first")
-    if len(rankings) > 1:
-        print(f"note: {len(rankings)} settings found; using setting {rankings[0].setting}", file=sys.stderr)
-    r = rankings[0]
-    pick = choose(r, args.tolerance)
-    best = r.best
-    rule = "not significantly worse than the best (paired bootstrap, 95%)" if args.tolerance is None else \
-        f"within {args.tolerance} {r.metric} of the best"
-    def lr(s) -> str:  # learning-rate grid runs: the rate dev chose for the layer
-        return f", lr {'/'.join(f'{x:g}' for x in dict.fromkeys(s.lrs))}" if s.lrs else ""
-
-    print(f"{r.label} · {r.task}: best layer {best.layer} ({best.name}) {r.metric} {best.score:.4f} "
-          f"[{best.ci_low:.4f}, {best.ci_high:.4f}]{lr(best)}")
-    print(f"recommended layer: {pick.layer} ({pick.name}) {r.metric} {pick.score:.4f} "
-          f"[{pick.ci_low:.4f}, {pick.ci_high:.4f}]{lr(pick)}: the lowest layer {rule}")
-    spec = r.upstream.spec
-    pair = None if r.upstream.random_init else costs(spec, int(pick.layer))
-    if pair:
-        full, cut = pair
-        print(f"{'':18}{'params':>12}{'GFLOPs/s audio':>16}{'CPU ms / 10 s':>15}")
-        print(f"{'full model':18}{full.params:>12,}{full.gflops_per_second:>16.2f}{full.latency_ms:>15.1f}")
-        print(f"{'truncated at ' + str(pick.layer):18}{cut.params:>12,}{cut.gflops_per_second:>16.2f}{cut.latency_ms:>15.1f}")
-        print(f"saves {1 - cut.params / full.params:.0%} of parameters, {1 - cut.gflops_per_second / full.gflops_per_second:.0%} "
-              f"of FLOPs, {1 - cut.latency_ms / full.latency_ms:.0%} of CPU time")
-    else:
-        print("(cost comparison is available for hf: upstreams with pretrained weights)")
-    if args.export:
-        out = export(spec, int(pick.layer), Path(args.export))
-        print(f"exported the model truncated after layer {pick.layer} to {out} (load it with --upstream hf:{out})")
+    rankings = rank(load_records(Path(args.results), args.upstream, args.task), unit=args.unit)
+    print(recommend(rankings, args.upstream, args.task, args.tolerance, args.random_init, args.export).format())
     return 0
 
 
@@ -135,6 +105,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
     rp.add_argument("--output", help="write to this file instead of the terminal")
     rp.add_argument("--plots", help="also write metric-vs-layer PNGs to this folder")
+    rp.add_argument("--unit", choices=["utterance", "speaker"], default="utterance",
+                    help="what the bootstrap resamples: test utterances (default; for verification trials, the "
+                         "utterances they pair) or speakers (clusters of utterances)")
     rp.set_defaults(func=_report)
 
     lb = sub.add_parser("leaderboard", help="regenerate LEADERBOARD.md, leaderboard.csv and index.html",
@@ -151,6 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--task", required=True)
     rc.add_argument("--tolerance", type=float, help="max metric difference from the best (default: not significantly worse)")
     rc.add_argument("--export", help="write the truncated model here (HF directory)")
+    rc.add_argument("--random-init", action="store_true", help="the random-weights twin's records instead")
+    rc.add_argument("--unit", choices=["utterance", "speaker"], default="utterance",
+                    help="what the bootstrap resamples (as in harness report)")
     rc.set_defaults(func=_recommend)
 
     tr = sub.add_parser("trajectory", help="emergence of each level over pretraining checkpoints (sigmoid fits), "

@@ -2,9 +2,10 @@
 
 Pure functions over records (``*.json``) and their per-utterance outcomes
 (``*.outcomes.npz``, or ``*.outcomes.json`` in older results). The bootstrap resamples test
-utterances (paired across layers, so layer differences are tested on the same resamples) and,
-when several seeds exist, seeds too. Everything is seeded, so the same records give the same
-numbers.
+utterances (paired across layers, so layer differences are tested on the same resamples) or,
+on request, speakers; verification trials are resampled through their utterances (or
+speakers), never as independent trials (:data:`BOOTSTRAP_UNITS`); when several seeds exist,
+seeds too. Everything is seeded, so the same records give the same numbers.
 """
 
 from __future__ import annotations
@@ -89,19 +90,84 @@ def load_records(results: Path, upstream: str | None = None, task: str | None = 
     return out
 
 
-def _stat(outcomes: Outcomes, idx: np.ndarray) -> np.ndarray:
-    """Metric of bootstrap replicates: ``idx`` is ``[replicates, n]`` utterance (or trial) indices."""
+#: what the bootstrap resamples (``harness report --unit``): test utterances (the default) or
+#: speakers. A verification trial pairs two utterances, so there the unit is each side's
+#: utterance (or speaker), and a replicate weighs each trial by the number of times both of its
+#: sides were drawn: a two-sided cluster bootstrap, since the trials built from one utterance
+#: are not independent of each other (Poh & Bengio 2007, "subset bootstrap" for biometric trials).
+BOOTSTRAP_UNITS = ("utterance", "speaker")
+
+
+def speaker_of(utterance_id: str) -> str:
+    """The speaker of an utterance id: its first path part (VoxCeleb1's ``id10041/SESSION/00001``,
+    the layout the speaker tasks read)."""
+    return utterance_id.split("/", 1)[0]
+
+
+@dataclass
+class Resampling:
+    """The bootstrap of one ranking: ``idx`` (``[replicates, n]`` draws of test items, the
+    utterance bootstrap of utterance-level outcomes) or ``weights`` (``[replicates, n]`` how many
+    times each item counts: cluster bootstraps), the unit and how many units there are."""
+
+    unit: str
+    units: int
+    idx: np.ndarray | None = None
+    weights: np.ndarray | None = None
+
+
+def resampling(outcomes: Outcomes, unit: str, rng: np.random.Generator, n_bootstrap: int) -> Resampling:
+    """The replicates of a ranking whose records were scored on ``outcomes.ids``, resampling
+    ``unit`` (:data:`BOOTSTRAP_UNITS`) with ``rng``. Raises HarnessError for an unknown unit, or
+    speakers asked of ids that carry none."""
+    if unit not in BOOTSTRAP_UNITS:
+        raise HarnessError(f"bootstrap unit {unit!r}: choose from {', '.join(BOOTSTRAP_UNITS)}")
+    ids = list(outcomes.ids)
+    n = len(ids)
+    verification = outcomes.kind == "verification"
+    if unit == "utterance" and not verification:
+        return Resampling(unit, n, idx=rng.integers(0, n, size=(n_bootstrap, n)))
+    sides = [i.split("|", 1) if verification else [i] for i in ids]
+    if verification and any(len(x) != 2 for x in sides):
+        raise HarnessError("verification outcomes need trial ids 'ENROL|TEST' to resample utterances or speakers")
+    if unit == "speaker":
+        if not all("/" in u for x in sides for u in x):
+            raise HarnessError("these outcomes' utterance ids carry no speaker (SPEAKER/...); use --unit utterance")
+        sides = [[speaker_of(u) for u in x] for x in sides]
+    names = sorted({u for x in sides for u in x})
+    index = {u: k for k, u in enumerate(names)}
+    draws = rng.integers(0, len(names), size=(n_bootstrap, len(names)))
+    counts = np.zeros((n_bootstrap, len(names)), dtype=np.int64)
+    np.add.at(counts, (np.arange(n_bootstrap)[:, None], draws), 1)
+    weights = np.ones((n_bootstrap, n), dtype=np.int64)
+    for side in range(len(sides[0]) if sides else 0):
+        weights *= counts[:, [index[x[side]] for x in sides]]
+    return Resampling(unit, len(names), weights=weights)
+
+
+def _stat(outcomes: Outcomes, resample: Resampling | np.ndarray) -> np.ndarray:
+    """Metric of bootstrap replicates: ``resample`` is a :class:`Resampling` or an ``idx`` array
+    ``[replicates, n]`` of utterance (or trial) indices."""
+    if isinstance(resample, np.ndarray):
+        resample = Resampling("utterance", len(outcomes.ids), idx=resample)
     num, den = np.asarray(outcomes.numerator, float), np.asarray(outcomes.denominator, float)
     if outcomes.kind == "verification":  # EER of each resampled set of trials
-        return _bootstrap_eer(num, den > 0.5, idx)
-    return num[idx].sum(-1) / np.maximum(den[idx].sum(-1), 1e-12)
+        weights = resample.weights
+        if weights is None:
+            weights = np.zeros((len(resample.idx), len(num)), dtype=np.int64)
+            np.add.at(weights, (np.arange(len(resample.idx))[:, None], resample.idx), 1)
+        return _bootstrap_eer(num, den > 0.5, weights)
+    if resample.idx is not None:
+        return num[resample.idx].sum(-1) / np.maximum(den[resample.idx].sum(-1), 1e-12)
+    w = resample.weights.astype(float)
+    return (w * num).sum(-1) / np.maximum((w * den).sum(-1), 1e-12)
 
 
-def _record_stat(r: Record, idx: np.ndarray) -> np.ndarray:
+def _record_stat(r: Record, resample: Resampling) -> np.ndarray:
     """:func:`_stat` of one record; outcomes it cannot score (a NaN verification score) are one
     line naming the record."""
     try:
-        return _stat(r.outcomes, idx)
+        return _stat(r.outcomes, resample)
     except ValueError as exc:
         raise HarnessError(f"{r.path}: {exc}") from None
 
@@ -109,15 +175,16 @@ def _record_stat(r: Record, idx: np.ndarray) -> np.ndarray:
 _BLOCK = 1 << 21  # trials x replicates per block (memory: a few arrays of this many values)
 
 
-def _bootstrap_eer(scores: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """:func:`harness.metrics.equal_error_rate` of the trials ``idx[b]`` for every replicate b: the
-    same floats as calling it per replicate (NaN for a replicate without both target and
+def _bootstrap_eer(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`harness.metrics.equal_error_rate` of every replicate b, the trials counted
+    ``weights[b]`` times each (``[replicates, trials]`` non-negative integers): the same floats as
+    calling it on each replicate's trial list (NaN for a replicate without both target and
     non-target trials), without sorting each replicate.
 
     That function's operating points are the ends of blocks of equal scores, so a replicate's
-    detection curve only depends on how many target and non-target trials it drew per distinct
-    score: the scores are sorted once and each replicate counts its draws per block; the
-    rates and the interpolation are then the same operations on the same integers. Raises
+    detection curve only depends on how many target and non-target trials it holds per distinct
+    score: the scores are sorted once and each replicate sums its weights per block; the rates
+    and the interpolation are then the same operations on the same integers. Raises
     ValueError for a score that is not finite, as that function does."""
     if not np.isfinite(scores).all():
         raise ValueError("detection errors need finite scores (a NaN score means an embedding of zero norm)")
@@ -126,16 +193,18 @@ def _bootstrap_eer(scores: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> n
     block = np.empty(len(order), dtype=np.int64)  # each trial's block of equal scores, best first
     block[order] = np.concatenate([[0], np.cumsum(ordered[1:] != ordered[:-1])]) if len(order) else []
     blocks = int(block.max()) + 1 if len(order) else 0
+    key = block * 2 + labels.astype(np.int64)  # (block, is_target) of each trial
     out = []
-    step = max(1, _BLOCK // max(idx.shape[1], 1))
-    for i in range(0, len(idx), step):
-        rows = idx[i:i + step]
-        # draws per (row, block, label): one count per bin of (row * blocks + block) * 2 + is_target
-        bins = ((block[rows] + (np.arange(len(rows)) * blocks)[:, None]) * 2 + labels[rows]).ravel()
-        drawn = np.bincount(bins, minlength=len(rows) * blocks * 2).reshape(len(rows), blocks, 2)
+    step = max(1, _BLOCK // max(weights.shape[1], 1))
+    for i in range(0, len(weights), step):
+        rows = weights[i:i + step]
+        # held trials per (row, block, label): one weighted count per bin (row * blocks * 2 + key)
+        bins = (key[None, :] + (np.arange(len(rows)) * blocks * 2)[:, None]).ravel()
+        held = np.bincount(bins, weights=rows.ravel(), minlength=len(rows) * blocks * 2)
+        held = np.rint(held).astype(np.int64).reshape(len(rows), blocks, 2)
         zero = np.zeros((len(rows), 1), dtype=np.int64)
-        out.append(_eer_curves(np.concatenate([zero, np.cumsum(drawn[:, :, 1], axis=1)], axis=1),
-                               np.concatenate([zero, np.cumsum(drawn[:, :, 0], axis=1)], axis=1)))
+        out.append(_eer_curves(np.concatenate([zero, np.cumsum(held[:, :, 1], axis=1)], axis=1),
+                               np.concatenate([zero, np.cumsum(held[:, :, 0], axis=1)], axis=1)))
     return np.concatenate(out) if out else np.empty(0)
 
 
@@ -184,6 +253,9 @@ class Ranking:
     layers: list[LayerScore]  # single layers, in layer order
     weighted: list[LayerScore] = field(default_factory=list)
     test_utterances: int = 0
+    unit: str = "utterance"  # what the bootstrap resampled (BOOTSTRAP_UNITS)
+    units: int = 0  # how many of them the test set has
+    clustered: bool = False  # the intervals resample clusters (speakers, or the utterances behind trials)
 
     @property
     def label(self) -> str:
@@ -199,8 +271,13 @@ class Ranking:
         return sorted(self.layers, key=lambda s: (-sign * s.score, int(s.layer)))
 
 
-def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP) -> list[Ranking]:
-    """One :class:`Ranking` per (upstream, setting)."""
+def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP, unit: str = "utterance") -> list[Ranking]:
+    """One :class:`Ranking` per (upstream, setting): every probe's test score with a 95% interval
+    from ``n_bootstrap`` replicates resampling ``unit`` (:data:`BOOTSTRAP_UNITS`; every probe of
+    a ranking on the same replicates, so differences between layers are paired), and each
+    single layer marked ``not_worse`` when the best layer's paired advantage over it has a 95%
+    interval reaching 0. Seeds of a probe are resampled too. Raises HarnessError when records of
+    one setting were scored on different test items, or for an unusable unit."""
     groups: dict[tuple, list[Record]] = defaultdict(list)
     for r in records:
         groups[(r.upstream.label, r.record.setting_id)].append(r)
@@ -217,14 +294,14 @@ def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP) -> list[Rank
                 raise HarnessError(f"{r.path} was scored on different test utterances than {recs[0].path}")
         n = len(ids)
         rng = np.random.default_rng(BOOTSTRAP_SEED)
-        idx = rng.integers(0, n, size=(n_bootstrap, n))
+        resample = resampling(recs[0].outcomes, unit, rng, n_bootstrap)
         max_seeds = max(len(v) for v in by_probe.values())
         seed_draw = rng.integers(0, max_seeds, size=(n_bootstrap, max_seeds))
         replicates: dict[str, np.ndarray] = {}
         scores: dict[str, LayerScore] = {}
         for probe, rs in sorted(by_probe.items()):
             rs = sorted(rs, key=lambda r: r.record.seed)
-            per_seed = np.stack([_record_stat(r, idx) for r in rs])  # [seeds, B]
+            per_seed = np.stack([_record_stat(r, resample) for r in rs])  # [seeds, B]
             pick = seed_draw[:, : len(rs)] % len(rs)
             reps = np.take_along_axis(per_seed.T, pick, axis=1).mean(1)  # [B]
             reps = np.where(np.isnan(reps), np.nanmean(reps), reps)  # a replicate with one trial class only
@@ -241,7 +318,8 @@ def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP) -> list[Rank
         singles = sorted((s for s in scores.values() if isinstance(s.layer, int)), key=lambda s: s.layer)
         weighted = [s for s in scores.values() if not isinstance(s.layer, int)]
         ranking = Ranking(first.upstream, first.task, metric, hib, sid, first.setting(), singles, weighted,
-                          first.test_utterances or n)
+                          first.test_utterances or n, resample.unit, resample.units,
+                          resample.weights is not None)
         if singles:
             best = ranking.best
             sign = 1.0 if hib else -1.0
@@ -267,6 +345,14 @@ def _lr(s: LayerScore) -> str:
 
 def _has_lr(r: Ranking) -> bool:
     return any(s.lrs for s in r.layers + r.weighted)
+
+
+def _resampled(r: Ranking) -> str:
+    """'bootstrap over 8 speakers · ' where the intervals resample something other than the
+    scored utterances themselves (clusters, or the utterances behind verification trials)."""
+    if not r.clustered:
+        return ""
+    return f"bootstrap over {r.units} {r.unit}s · "
 
 
 def rows(r: Ranking) -> list[dict]:
@@ -297,6 +383,7 @@ def format_table(rankings: Sequence[Ranking], style: str = "table") -> str:
         return json.dumps([{"upstream": r.label, "task": r.task, "metric": r.metric,
                             "higher_is_better": r.higher_is_better, "setting": r.setting,
                             "setting_info": r.setting_info, "best_layer": r.best.layer if r.layers else None,
+                            "bootstrap_unit": r.unit, "bootstrap_units": r.units,
                             "layers_not_significantly_worse": [s.layer for s in r.layers if s.not_worse],
                             "rows": rows(r)} for r in rankings], indent=2, sort_keys=True, default=str) + "\n"
     if style == "csv":
@@ -318,7 +405,7 @@ def format_table(rankings: Sequence[Ranking], style: str = "table") -> str:
     for r in rankings:
         arrow = "higher is better" if r.higher_is_better else "lower is better"
         title = (f"{r.label} · {r.task} · test {r.metric} ({arrow}) · {r.test_utterances} utterances · "
-                 f"setting {r.setting}")
+                 f"{_resampled(r)}setting {r.setting}")
         grid = _has_lr(r)
         header = ["rank", "layer", "name", r.metric, "95% CI", "", "seeds"] + (["lr"] if grid else [])
         body = []

@@ -100,3 +100,88 @@ def export(spec: str, layer: int, out: Path) -> Path:
     if pre.exists():
         (out / "preprocessor_config.json").write_text(pre.read_text())
     return out
+
+
+#: below this many resampled units (test utterances, or speakers) the recommendation says the
+#: intervals are too wide to support a choice: at 100 utterances a 0.7 accuracy has a 95%
+#: interval of about +-0.09, wider than most gaps between neighbouring layers
+FEW_UNITS = 100
+
+
+@dataclass
+class Recommendation:
+    """The layer to ship and why: the ranking it came from, the best layer, the chosen one, the
+    rule that chose it, the costs of truncating there (None for backends without them), where a
+    truncated model was exported, and notes (several settings, few test units)."""
+
+    ranking: Ranking
+    best: LayerScore
+    pick: LayerScore
+    rule: str
+    costs: tuple[Cost, Cost] | None = None
+    exported: Path | None = None
+    notes: list[str] | None = None
+
+    def format(self) -> str:
+        """The lines ``harness recommend`` prints."""
+        r, best, pick = self.ranking, self.best, self.pick
+
+        def lr(s: LayerScore) -> str:  # learning-rate grid runs: the rate dev chose for the layer
+            return f", lr {'/'.join(f'{x:g}' for x in dict.fromkeys(s.lrs))}" if s.lrs else ""
+
+        lines = [f"note: {n}" for n in self.notes or []]
+        lines.append(f"{r.label} · {r.task}: best layer {best.layer} ({best.name}) {r.metric} {best.score:.4f} "
+                     f"[{best.ci_low:.4f}, {best.ci_high:.4f}]{lr(best)}")
+        lines.append(f"recommended layer: {pick.layer} ({pick.name}) {r.metric} {pick.score:.4f} "
+                     f"[{pick.ci_low:.4f}, {pick.ci_high:.4f}]{lr(pick)}: the lowest layer {self.rule}")
+        if self.costs:
+            full, cut = self.costs
+            lines.append(f"{'':18}{'params':>12}{'GFLOPs/s audio':>16}{'CPU ms / 10 s':>15}")
+            lines.append(f"{'full model':18}{full.params:>12,}{full.gflops_per_second:>16.2f}{full.latency_ms:>15.1f}")
+            lines.append(f"{'truncated at ' + str(pick.layer):18}{cut.params:>12,}{cut.gflops_per_second:>16.2f}"
+                         f"{cut.latency_ms:>15.1f}")
+            lines.append(f"saves {1 - cut.params / full.params:.0%} of parameters, "
+                         f"{1 - cut.gflops_per_second / full.gflops_per_second:.0%} of FLOPs, "
+                         f"{1 - cut.latency_ms / full.latency_ms:.0%} of CPU time")
+        else:
+            lines.append("(cost comparison is available for hf: upstreams with pretrained weights)")
+        if self.exported is not None:
+            lines.append(f"exported the model truncated after layer {pick.layer} to {self.exported} "
+                         f"(load it with --upstream hf:{self.exported})")
+        return "\n".join(lines)
+
+
+def recommend(rankings: list[Ranking], upstream: str, task: str, tolerance: float | None = None,
+              random_init: bool = False, export_to: Path | None = None, measure_costs: bool = True
+              ) -> Recommendation:
+    """The recommendation for ``upstream`` on ``task`` from its rankings
+    (:func:`harness.reports.ranking.rank` of its records): the lowest layer not significantly
+    worse than the best (or within ``tolerance``), with the costs of truncating there and,
+    with ``export_to``, the truncated model written. ``random_init`` picks the random-weights
+    twin's records instead of the trained model's. Raises HarnessError when there are no
+    single-layer results.
+
+    Example::
+
+        rankings = rank(load_records(Path("results"), "tiny_hubert_it1", "phone"))
+        print(recommend(rankings, "tiny_hubert_it1", "phone").format())
+    """
+    mine = [r for r in rankings if r.layers and bool(r.upstream.random_init) == random_init]
+    if not mine:
+        twin = " (random weights)" if random_init else ""
+        raise HarnessError(f"no single-layer results for {upstream}{twin} / {task}; run `harness run --layer all` "
+                           "first")
+    notes = []
+    if len(mine) > 1:
+        notes.append(f"{len(mine)} settings of {mine[0].label} found ({', '.join(r.setting for r in mine)}); "
+                     f"using setting {mine[0].setting}")
+    r = mine[0]
+    if r.units < FEW_UNITS:
+        notes.append(f"the intervals rest on {r.units} test {r.unit}s; with fewer than {FEW_UNITS} they are too wide "
+                     "to separate most layers, so the recommendation is fragile (evaluate on more test data)")
+    pick = choose(r, tolerance)
+    rule = "not significantly worse than the best (paired bootstrap, 95%)" if tolerance is None else \
+        f"within {tolerance} {r.metric} of the best"
+    pair = costs(r.upstream.spec, int(pick.layer)) if measure_costs and not r.upstream.random_init else None
+    exported = export(r.upstream.spec, int(pick.layer), Path(export_to)) if export_to else None
+    return Recommendation(r, r.best, pick, rule, pair, exported, notes)

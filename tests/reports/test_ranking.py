@@ -228,3 +228,135 @@ def test_a_nan_verification_score_is_one_line_naming_the_record(tmp_path):
                                                       [1, 0, 1, 0]))
     with pytest.raises(HarnessError, match="layer_0_seed0.json: detection errors need finite scores"):
         rank(load_records(tmp_path))
+
+
+def _trials(n_utts: int, seed: int, per_utt: int = 6):
+    """Verification trials over few utterances of 4 speakers, each utterance in many trials, with
+    a per-utterance score offset (trials sharing an utterance are correlated, as real ones are)."""
+    rng = np.random.default_rng(seed)
+    utts = [f"id1000{k % 4}/s{k}/0000{k}" for k in range(n_utts)]
+    offset = rng.normal(size=n_utts)
+    ids, scores, labels = [], [], []
+    for a in range(n_utts):
+        for b in rng.choice(n_utts, size=per_utt, replace=False):
+            if a == b:
+                continue
+            target = utts[a].split("/")[0] == utts[b].split("/")[0]
+            ids.append(f"{utts[a]}|{utts[b]}")
+            scores.append(float(offset[a] + offset[b] + (1.5 if target else 0.0) + 0.3 * rng.normal()))
+            labels.append(int(target))
+    return ids, scores, labels
+
+
+@pytest.mark.parametrize("unit", ["utterance", "speaker"])
+def test_cluster_bootstrap_of_trials_equals_the_metric_on_each_replicates_trial_list(unit):
+    """Each replicate draws units (utterances or speakers) with replacement; a trial then counts
+    (draws of its enrolment side's unit) x (draws of its test side's unit) times. Written here
+    from that definition with Counters and repeated trial lists, against equal_error_rate."""
+    from collections import Counter
+
+    from harness.metrics import equal_error_rate
+    from harness.records import Outcomes
+    from harness.reports.ranking import _stat, resampling
+
+    ids, scores, labels = _trials(16, seed=3)
+    outcomes = Outcomes.verification(ids, scores, labels)
+    res = resampling(outcomes, unit, np.random.default_rng(7), 60)
+    got = _stat(outcomes, res)
+
+    def unit_of(utt: str) -> str:
+        return utt.split("/")[0] if unit == "speaker" else utt
+
+    names = sorted({unit_of(u) for i in ids for u in i.split("|")})
+    assert res.units == len(names) == (4 if unit == "speaker" else 16) and res.unit == unit
+    draws = np.random.default_rng(7).integers(0, len(names), size=(60, len(names)))
+    for b, row in enumerate(draws):
+        count = Counter(names[k] for k in row)
+        rep_scores, rep_labels = [], []
+        for i, s, lab in zip(ids, scores, labels):
+            enrol, test = i.split("|")
+            times = count[unit_of(enrol)] * count[unit_of(test)]
+            rep_scores += [s] * times
+            rep_labels += [lab] * times
+        both = 0 < sum(rep_labels) < len(rep_labels)
+        want = equal_error_rate(np.array(rep_scores), np.array(rep_labels, bool)) if both else np.nan
+        assert np.array_equal(got[b], want, equal_nan=True), (b, got[b], want)
+
+
+def test_clustered_intervals_are_wider_than_trial_intervals_when_trials_share_utterances():
+    from harness.records import Outcomes
+    from harness.reports.ranking import _stat, resampling
+
+    ids, scores, labels = _trials(24, seed=5, per_utt=20)
+    outcomes = Outcomes.verification(ids, scores, labels)
+    rng = np.random.default_rng(0)
+    trials = _stat(outcomes, rng.integers(0, len(ids), size=(1000, len(ids))))
+    clustered = _stat(outcomes, resampling(outcomes, "utterance", np.random.default_rng(0), 1000))
+    speakers = _stat(outcomes, resampling(outcomes, "speaker", np.random.default_rng(0), 1000))
+
+    def width(x):
+        x = x[~np.isnan(x)]
+        return np.percentile(x, 97.5) - np.percentile(x, 2.5)
+
+    assert width(clustered) > 1.2 * width(trials)
+    assert width(speakers) > width(clustered)
+
+
+def test_speaker_resampling_of_utterance_outcomes_weighs_each_utterance_by_its_speakers_draws():
+    from collections import Counter
+
+    from harness.records import Outcomes
+    from harness.reports.ranking import _stat, resampling
+
+    ids = [f"id{k % 3}/x/{k}" for k in range(12)]
+    correct = [1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 1, 1]
+    outcomes = Outcomes.accuracy(ids, correct)
+    got = _stat(outcomes, resampling(outcomes, "speaker", np.random.default_rng(1), 50))
+    names = sorted({i.split("/")[0] for i in ids})
+    for b, row in enumerate(np.random.default_rng(1).integers(0, len(names), size=(50, len(names)))):
+        count = Counter(names[k] for k in row)
+        num = sum(c * count[i.split("/")[0]] for i, c in zip(ids, correct))
+        den = sum(count[i.split("/")[0]] for i in ids)
+        assert got[b] == pytest.approx(num / den, rel=1e-12)
+
+
+def test_a_unit_the_ids_cannot_give_is_one_line():
+    from harness.errors import HarnessError
+    from harness.records import Outcomes
+    from harness.reports.ranking import resampling
+
+    outcomes = Outcomes.verification(["a|b", "b|c"], [0.1, 0.2], [1, 0])
+    with pytest.raises(HarnessError, match="no speaker"):
+        resampling(outcomes, "speaker", np.random.default_rng(0), 10)
+    with pytest.raises(HarnessError, match="choose from"):
+        resampling(outcomes, "session", np.random.default_rng(0), 10)
+
+
+def test_recommend_takes_the_trained_model_not_its_random_twin_and_warns_on_few_test_units(tmp_path):
+    """Both share a spec (the twin differs by random_init); a choice resting on fewer than
+    FEW_UNITS test utterances says so."""
+    from harness.reports.recommend import FEW_UNITS, recommend
+
+    rng = np.random.default_rng(4)
+    root = tmp_path / "results"
+    for layer, p in enumerate([0.4, 0.9, 0.85]):
+        write_probe(root, "m", "ic", layer, acc_outcomes(p, 300, rng), "accuracy", True)
+    twin = tmp_path / "twin"
+    for layer, p in enumerate([0.9, 0.2, 0.2]):
+        write_probe(twin, "m", "ic", layer, acc_outcomes(p, 30, rng), "accuracy", True)
+    for path in twin.rglob("layer_*_seed0.json"):
+        rec = json.loads(path.read_text())
+        rec["upstream"]["random_init"] = True
+        dest = root / "m_random-init" / "ic" / path.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(json.dumps(rec))
+        shutil.copy(path.with_name(path.name.replace(".json", ".outcomes.json")),
+                    dest.with_name(path.name.replace(".json", ".outcomes.json")))
+    rankings = rank(load_records(root, "m", "ic"))
+    assert len(rankings) == 2
+    trained = recommend(rankings, "m", "ic", measure_costs=False)
+    assert not trained.ranking.upstream.random_init and trained.best.layer == 1 and not trained.notes
+    random = recommend(rankings, "m", "ic", random_init=True, measure_costs=False)
+    assert random.ranking.upstream.random_init and random.best.layer == 0
+    assert any(f"fewer than {FEW_UNITS}" in n for n in random.notes) and "note: the intervals rest on 30" in \
+        random.format()
