@@ -94,7 +94,9 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _add_run_arguments(rn: argparse.ArgumentParser) -> None:
-    from harness.registry import task_names  # entry-point metadata only: cheap at parser build time
+    from harness.registry import (
+        task_names,  # entry-point metadata only: cheap at parser build time
+    )
 
     rn.add_argument("--upstream", help="registry name or BACKEND:SOURCE")
     rn.add_argument("--checkpoints", nargs="+", help="instead of --upstream: several checkpoints of one model (paths, "

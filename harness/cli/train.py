@@ -51,7 +51,9 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this group's commands to the ``harness`` parser."""
-    from harness.registry import recipe_names  # entry-point names only: no recipe is imported
+    from harness.registry import (
+        recipe_names,  # entry-point names only: no recipe is imported
+    )
 
     pt = sub.add_parser("pretrain", help="self-supervised pretraining of a small model (HuBERT, wav2vec2 or DINO)",
                         description="Pretraining with a registered recipe (default hubert: iterative masked "

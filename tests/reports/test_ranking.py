@@ -220,7 +220,13 @@ def test_bootstrap_eer_equals_the_metric_on_every_replicate(case):
 
 def test_a_nan_verification_score_is_one_line_naming_the_record(tmp_path):
     from harness.errors import HarnessError
-    from harness.records import MetricSpec, Outcomes, ResultRecord, UpstreamRef, write_record
+    from harness.records import (
+        MetricSpec,
+        Outcomes,
+        ResultRecord,
+        UpstreamRef,
+        write_record,
+    )
 
     rec = ResultRecord(UpstreamRef("m"), "asv", MetricSpec("eer", False), "layer_0", 0, [0], None, {"eer": 0.5},
                        {"eer": 0.5}, 1, 1, 0, {}, {}, "k", 4, {})
