@@ -272,6 +272,10 @@ def record_path(out: Path, record: ResultRecord) -> Path:
 #: per-utterance outcomes as written now, and as written before (still read)
 OUTCOMES_SUFFIX = ".outcomes.npz"
 JSON_OUTCOMES_SUFFIX = ".outcomes.json"
+#: the per-utterance dev outcomes of the selected state (``PROBE_seedN.dev.outcomes.npz``): what
+#: the report decides the best layer on, so the test score is only reported (records written
+#: before they existed have none, and their reports decide on test, saying so)
+DEV_OUTCOMES_SUFFIX = ".dev.outcomes.npz"
 _ARCHIVE_FORMAT = 1
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member times: the same outcomes give the same bytes
 
@@ -280,6 +284,23 @@ def outcomes_path(path: Path) -> Path:
     """Where :func:`write_record` stores the outcomes of the record file ``path``
     (``PROBE_seedN.outcomes.npz``); :func:`find_outcomes` also finds older JSON outcomes."""
     return Path(path).with_name(Path(path).name[: -len(".json")] + OUTCOMES_SUFFIX)
+
+
+def dev_outcomes_path(path: Path) -> Path:
+    """Where :func:`write_record` stores the dev outcomes of the record file ``path``."""
+    return Path(path).with_name(Path(path).name[: -len(".json")] + DEV_OUTCOMES_SUFFIX)
+
+
+def read_dev_outcomes(record_file: Path) -> Outcomes | None:
+    """The dev outcomes of the record file ``record_file``, or None when it has none (records
+    written before they were kept). Raises ValueError (naming the file) when they cannot be read."""
+    path = dev_outcomes_path(record_file)
+    if not path.is_file():
+        return None
+    try:
+        return outcomes_from_bytes(path.read_bytes())
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path}: cannot read dev outcomes ({exc})") from None
 
 
 def find_outcomes(path: Path) -> Path | None:
@@ -364,19 +385,23 @@ def write_outcomes(path: Path, outcomes: Outcomes) -> None:
     write_bytes(path, outcomes_to_bytes(outcomes))
 
 
-def write_record(out: Path, record: ResultRecord, outcomes: Outcomes) -> Path:
-    """Write outcomes then the record (a record on disk always has its outcomes); atomic.
-    Outcomes in the older JSON form beside a rewritten record are removed."""
+def write_record(out: Path, record: ResultRecord, outcomes: Outcomes, dev_outcomes: Outcomes | None = None) -> Path:
+    """Write the (test) outcomes, the dev outcomes when given, then the record (a record on disk
+    always has its outcomes); atomic. Outcomes in the older JSON form beside a rewritten record
+    are removed."""
     from harness.fsutil import write_json
 
     path = record_path(out, record)
     write_outcomes(outcomes_path(path), outcomes)
+    if dev_outcomes is not None:
+        write_outcomes(dev_outcomes_path(path), dev_outcomes)
     path.with_name(path.name[: -len(".json")] + JSON_OUTCOMES_SUFFIX).unlink(missing_ok=True)
     write_json(path, record.to_json())
     return path
 
 
 def is_record_file(path: Path) -> bool:
+    """Whether ``path`` may be a result record (a ``.json`` that is not an outcomes file)."""
     return path.suffix == ".json" and not path.name.endswith(JSON_OUTCOMES_SUFFIX)
 
 

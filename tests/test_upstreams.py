@@ -303,7 +303,6 @@ def test_torchaudio_normalises_as_its_own_bundles():
     normalised and no Large one)."""
     import torchaudio
     import torchaudio.models as models
-
     from harness.upstreams.torchaudio_backend import _FACTORIES, normalises_waveform
 
     bundles = [getattr(torchaudio.pipelines, n) for n in dir(torchaudio.pipelines)]

@@ -12,7 +12,13 @@ import importlib
 from typing import ClassVar
 
 from harness.analysis.base import Analysis
-from harness.analysis.options import AttentionOptions, CcaOptions, CkaOptions, NeuronOptions, SvccaOptions
+from harness.analysis.options import (
+    AttentionOptions,
+    CcaOptions,
+    CkaOptions,
+    NeuronOptions,
+    SvccaOptions,
+)
 
 
 class Computed(Analysis):

@@ -21,7 +21,12 @@ import numpy as np
 import torch
 
 from harness.analysis.inputs import Inputs
-from harness.analysis.measures import CcaProblem, SimilarityError, SvdReduction, pwcca_score
+from harness.analysis.measures import (
+    CcaProblem,
+    SimilarityError,
+    SvdReduction,
+    pwcca_score,
+)
 from harness.analysis.options import CcaOptions
 from harness.analysis.plots import plot_heatmap, plot_lines
 from harness.analysis.properties import Sampling

@@ -13,7 +13,13 @@ import torch
 
 from harness.analysis.frames import frame_count, pair_indices, pick
 from harness.analysis.inputs import Inputs, Model
-from harness.analysis.measures import CcaProblem, SimilarityError, hsic_unbiased_gram, linear_cka, pwcca_score
+from harness.analysis.measures import (
+    CcaProblem,
+    SimilarityError,
+    hsic_unbiased_gram,
+    linear_cka,
+    pwcca_score,
+)
 from harness.analysis.options import CkaOptions
 from harness.analysis.plots import plot_heatmap
 from harness.analysis.tables import Table

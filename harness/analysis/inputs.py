@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from harness.analysis.frames import Utterances, aligned_frames, cached_layers, layer_frames, load_utterances
+from harness.analysis.frames import (
+    Utterances,
+    aligned_frames,
+    cached_layers,
+    layer_frames,
+    load_utterances,
+)
 from harness.analysis.properties import Sampling, frame_phone_labels, property_samples
 from harness.audio import read_audio
 from harness.upstream import Upstream, UpstreamInfo, load_upstream

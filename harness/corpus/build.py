@@ -31,12 +31,18 @@ import numpy as np
 
 from harness import __version__
 from harness.audio import SAMPLE_RATE
-from harness.data.fsc import FSC_SPLITS
-from harness.data.librispeech import SPLITS as LIBRI_SPLIT_OF
-from harness.errors import HarnessError
-from harness.fsutil import write_json, write_text
 from harness.corpus import align as alignment
 from harness.corpus import synth
+from harness.corpus.commands import (
+    SC_KEYWORDS,
+    speech_commands_jobs,
+    test_set_jobs,
+    write_background_noise,
+    write_test_set_silence,
+)
+from harness.corpus.draws import channel as draw_channel
+from harness.corpus.draws import jitter as draw_jitter
+from harness.corpus.draws import session_name
 from harness.corpus.layout import (
     ALIGNMENT_DIR,
     FSC_DIR,
@@ -55,24 +61,23 @@ from harness.corpus.layout import (
     VOX_DIR,
     CorpusPaths,
 )
-from harness.corpus.commands import (
-    SC_KEYWORDS,
-    speech_commands_jobs,
-    test_set_jobs,
-    write_background_noise,
-    write_test_set_silence,
+from harness.corpus.lists import (
+    verification_trials,
+    verification_trials_v2,
+    write_lexicon,
+    write_phone_labels_s3prl,
 )
-from harness.corpus.draws import channel as draw_channel
-from harness.corpus.draws import jitter as draw_jitter
-from harness.corpus.draws import session_name
 from harness.corpus.manifest import write_manifest
 from harness.corpus.profiles import PROFILES, Profile
-from harness.corpus.lists import verification_trials, verification_trials_v2, write_lexicon, write_phone_labels_s3prl
 from harness.corpus.slots import snips_jobs, write_snips_index
-from harness.corpus.styles import iemocap_jobs, write_emo_evaluation
-from harness.corpus.stats import LISTS, corpus_statistics, format_statistics  # noqa: F401  (the CLI imports it here)
 from harness.corpus.speakers import SpeakerRecipe, make_extra_speakers, make_speakers
+from harness.corpus.stats import LISTS, corpus_statistics, format_statistics  # noqa: F401  (the CLI imports it here)
+from harness.corpus.styles import iemocap_jobs, write_emo_evaluation
 from harness.corpus.text import INTENTS, SentenceSampler, command_phrasings, lexicon
+from harness.data.fsc import FSC_SPLITS
+from harness.data.librispeech import SPLITS as LIBRI_SPLIT_OF
+from harness.errors import HarnessError
+from harness.fsutil import write_json, write_text
 
 OUT_RATE = SAMPLE_RATE
 FRAME_SHIFT = 160  # 10 ms phone-label frames

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.corpus.layout import MANIFEST_NAME
 from harness.errors import HarnessError
 from harness.fsutil import sha256_file, write_text
-from harness.corpus.layout import MANIFEST_NAME
 
 
 def _corpus_files(root: Path) -> list[Path]:

@@ -5,7 +5,12 @@ Each reader takes a root directory and returns plain records; the same readers
 serve the embedded synthetic corpus and the real corpora, unchanged.
 """
 
-from harness.data.alignments import CtmSegment, read_ctm, read_phone_labels, read_phone_splits
+from harness.data.alignments import (
+    CtmSegment,
+    read_ctm,
+    read_phone_labels,
+    read_phone_splits,
+)
 from harness.data.fsc import FscUtterance, read_fsc
 from harness.data.iemocap import EmotionUtterance, read_iemocap
 from harness.data.lexicon import ARPABET_STRESSED, read_lexicon

@@ -50,7 +50,13 @@ from harness.features.planning import audio_samples, plan_features
 from harness.fsutil import default_home, file_lock, require_writable_dir
 from harness.probing import folds as fold_runs
 from harness.probing.announce import LONG_SECONDS, announce, estimate_training
-from harness.probing.identity import corpus_identity, features_mode, finished_paths, run_identity, run_key
+from harness.probing.identity import (
+    corpus_identity,
+    features_mode,
+    finished_paths,
+    run_identity,
+    run_key,
+)
 from harness.probing.module import (
     ProbeModule,
     StepProgress,
@@ -445,6 +451,7 @@ class ProbeScores:
     dev: dict[str, float]
     test: dict[str, float]
     outcomes: Outcomes  # per test utterance
+    dev_outcomes: Outcomes | None = None  # per dev utterance: what reports choose the layer on
 
 
 def score(plan: RunPlan, module, datasets: dict[str, Any]) -> dict[str, ProbeScores]:
@@ -459,9 +466,9 @@ def score(plan: RunPlan, module, datasets: dict[str, Any]) -> dict[str, ProbeSco
     per_split = {s: predict_all(module, eval_loader(datasets[s], batch_size, workers, placement.pin_memory), keys,
                                 placement.device) for s in ("dev", "test")}
     for key in keys:
-        dev_metrics, _ = plan.task.score(per_split["dev"][key], plan.examples["dev"])
+        dev_metrics, dev_outcomes = plan.task.score(per_split["dev"][key], plan.examples["dev"])
         test_metrics, outcomes = plan.task.score(per_split["test"][key], plan.examples["test"])
-        results[key] = ProbeScores(dev_metrics, test_metrics, outcomes)
+        results[key] = ProbeScores(dev_metrics, test_metrics, outcomes, dev_outcomes)
     return results
 
 
@@ -500,7 +507,7 @@ def write_records(plan: RunPlan, fitted: Fitted, scores: dict[str, ProbeScores])
             protocol=plan.protocol, selection=plan.selection,
         )
         # runs measured differently (corpus, config, steps, version) never overwrite each other
-        paths.append(write_record(plan.request.out, record, s.outcomes))
+        paths.append(write_record(plan.request.out, record, s.outcomes, s.dev_outcomes))
     return paths
 
 

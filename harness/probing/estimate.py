@@ -32,9 +32,20 @@ from pytorch_lightning.utilities import move_data_to_device
 
 from harness.features.extract import significant
 from harness.features.loaders import collate
-from harness.features.planning import ExtractionTiming, FeaturePlan, human_seconds, time_extraction
+from harness.features.planning import (
+    ExtractionTiming,
+    FeaturePlan,
+    human_seconds,
+    time_extraction,
+)
 from harness.probing.announce import announce
-from harness.probing.engine import RunPlan, RunRequest, cache_plan, finished_records, prepare
+from harness.probing.engine import (
+    RunPlan,
+    RunRequest,
+    cache_plan,
+    finished_records,
+    prepare,
+)
 from harness.probing.module import ProbeModule
 
 

@@ -28,7 +28,13 @@ import numpy as np
 
 from harness.config import merge_config
 from harness.errors import HarnessError
-from harness.records import Outcomes, ResultRecord, read_outcomes, read_record, write_record
+from harness.records import (
+    Outcomes,
+    ResultRecord,
+    read_outcomes,
+    read_record,
+    write_record,
+)
 
 N_BOOTSTRAP = 1000
 BOOTSTRAP_SEED = 20240

@@ -26,6 +26,7 @@ from harness.records import (
     find_outcomes,
     is_record_file,
     outcomes_path,
+    read_dev_outcomes,
     read_outcomes,
     read_record,
     slug,
@@ -43,6 +44,7 @@ class Record:
     path: Path
     record: ResultRecord
     outcomes: Outcomes
+    dev_outcomes: Outcomes | None = None  # None for records written before dev outcomes were kept
 
     @property
     def upstream(self) -> UpstreamRef:
@@ -81,9 +83,10 @@ def load_records(results: Path, upstream: str | None = None, task: str | None = 
             continue
         try:
             outcomes = read_outcomes(path)
+            dev_outcomes = read_dev_outcomes(path)
         except ValueError as exc:
             raise HarnessError(f"{exc}; delete it and its record or re-run the job that wrote them") from None
-        out.append(Record(path, record, outcomes))
+        out.append(Record(path, record, outcomes, dev_outcomes))
     if not out:
         raise HarnessError(f"no result records under {results}" + (f" for {upstream}" if upstream else "")
                            + (f" / {task}" if task else ""))
@@ -240,6 +243,7 @@ class LayerScore:
     p_worse: float = 0.0  # bootstrap share of replicates where the best layer is not better
     inputs: list[int] = field(default_factory=list)  # the layers a weighted sum is over, in weight order
     lrs: tuple[float, ...] = ()  # learning-rate grid runs: the rate dev chose, per seed (seed order)
+    dev: float | None = None  # dev score (mean over seeds)
 
 
 @dataclass
@@ -256,19 +260,26 @@ class Ranking:
     unit: str = "utterance"  # what the bootstrap resampled (BOOTSTRAP_UNITS)
     units: int = 0  # how many of them the test set has
     clustered: bool = False  # the intervals resample clusters (speakers, or the utterances behind trials)
+    chosen_on: str = "test"  # the split best and ~best are decided on: dev, or test for older records
 
     @property
     def label(self) -> str:
         return self.upstream.label
 
+    def decisive(self, s: LayerScore) -> float:
+        """The score the choice is made on: dev when the records kept dev outcomes, else test."""
+        return s.dev if self.chosen_on == "dev" else s.score
+
     @property
     def best(self) -> LayerScore:
+        """The best single layer on :attr:`chosen_on` (a tie goes to the lower layer)."""
         sign = 1 if self.higher_is_better else -1
-        return max(self.layers, key=lambda s: (sign * s.score, -int(s.layer)))
+        return max(self.layers, key=lambda s: (sign * self.decisive(s), -int(s.layer)))
 
     def ranked(self) -> list[LayerScore]:
+        """Single layers from best to worst on :attr:`chosen_on`."""
         sign = 1 if self.higher_is_better else -1
-        return sorted(self.layers, key=lambda s: (-sign * s.score, int(s.layer)))
+        return sorted(self.layers, key=lambda s: (-sign * self.decisive(s), int(s.layer)))
 
 
 def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP, unit: str = "utterance") -> list[Ranking]:
@@ -295,6 +306,13 @@ def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP, unit: str = 
         n = len(ids)
         rng = np.random.default_rng(BOOTSTRAP_SEED)
         resample = resampling(recs[0].outcomes, unit, rng, n_bootstrap)
+        dev_ids = recs[0].dev_outcomes.ids if recs[0].dev_outcomes is not None else None
+        on_dev = dev_ids is not None and all(r.dev_outcomes is not None and r.dev_outcomes.ids == dev_ids
+                                             for r in recs)
+        # drawn after the test replicates, so rankings of records without dev outcomes keep their numbers
+        dev_resample = resampling(recs[0].dev_outcomes, unit, np.random.default_rng(BOOTSTRAP_SEED + 1),
+                                  n_bootstrap) if on_dev else None
+        dev_replicates: dict[str, np.ndarray] = {}
         max_seeds = max(len(v) for v in by_probe.values())
         seed_draw = rng.integers(0, max_seeds, size=(n_bootstrap, max_seeds))
         replicates: dict[str, np.ndarray] = {}
@@ -306,6 +324,11 @@ def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP, unit: str = 
             reps = np.take_along_axis(per_seed.T, pick, axis=1).mean(1)  # [B]
             reps = np.where(np.isnan(reps), np.nanmean(reps), reps)  # a replicate with one trial class only
             replicates[probe] = reps
+            if on_dev:
+                dev_seed = np.stack([_stat(r.dev_outcomes, dev_resample) for r in rs])
+                dev_reps = np.take_along_axis(dev_seed.T, pick, axis=1).mean(1)
+                dev_replicates[probe] = np.where(np.isnan(dev_reps), np.nanmean(dev_reps), dev_reps)
+            dev_point = [r.record.dev.get(metric) for r in rs]
             point = float(np.mean([r.record.test[metric] for r in rs]))
             layer = rs[0].record.layer
             weights = rs[0].record.layer_weights
@@ -314,17 +337,19 @@ def rank(records: Sequence[Record], n_bootstrap: int = N_BOOTSTRAP, unit: str = 
             scores[probe] = LayerScore(probe, layer, rs[0].upstream.layer_name(layer), point,
                                        float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5)), len(rs),
                                        weights, inputs=list(rs[0].record.layers),
-                                       lrs=tuple(r.record.lr for r in rs if r.record.lr is not None))
+                                       lrs=tuple(r.record.lr for r in rs if r.record.lr is not None),
+                                       dev=float(np.mean(dev_point)) if None not in dev_point else None)
         singles = sorted((s for s in scores.values() if isinstance(s.layer, int)), key=lambda s: s.layer)
         weighted = [s for s in scores.values() if not isinstance(s.layer, int)]
         ranking = Ranking(first.upstream, first.task, metric, hib, sid, first.setting(), singles, weighted,
                           first.test_utterances or n, resample.unit, resample.units,
-                          resample.weights is not None)
+                          resample.weights is not None, "dev" if on_dev else "test")
         if singles:
             best = ranking.best
             sign = 1.0 if hib else -1.0
+            decide = dev_replicates if on_dev else replicates
             for s in singles:
-                diff = sign * (replicates[best.probe] - replicates[s.probe])  # > 0: best is better
+                diff = sign * (decide[best.probe] - decide[s.probe])  # > 0: best is better
                 s.p_worse = float(np.mean(diff <= 0))
                 s.not_worse = s is best or float(np.percentile(diff, 2.5)) <= 0.0
         out.append(ranking)
@@ -370,8 +395,11 @@ def rows(r: Ranking) -> list[dict]:
                     "layer_name": "weighted sum", "rank": None, "score": round(s.score, 6),
                     "ci_low": round(s.ci_low, 6), "ci_high": round(s.ci_high, 6), "seeds": s.seeds, "best": False,
                     "not_significantly_worse": None, "weights": [round(w, 4) for w in (s.weights or [])]})
+    scores = r.ranked() + r.weighted
+    if r.chosen_on == "dev":  # the score the choice was made on, beside the reported test score
+        for row, s in zip(out, scores):
+            row["dev"] = None if s.dev is None else round(s.dev, 6)
     if _has_lr(r):
-        scores = r.ranked() + r.weighted
         for row, s in zip(out, scores):
             row["lr"] = _lr(s) if s.lrs else None
     return out
@@ -392,7 +420,8 @@ def format_table(rankings: Sequence[Ranking], style: str = "table") -> str:
 
         buf = io.StringIO()
         fields = ["upstream", "task", "metric", "probe", "layer", "layer_name", "rank", "score", "ci_low", "ci_high",
-                  "seeds", "best", "not_significantly_worse", "weights"] + (["lr"] if any(map(_has_lr, rankings)) else [])
+                  "seeds", "best", "not_significantly_worse", "weights"] + (["lr"] if any(map(_has_lr, rankings)) else []) \
+            + (["dev"] if any(r.chosen_on == "dev" for r in rankings) else [])
         w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", restval="")
         w.writeheader()
         for r in rankings:
@@ -405,22 +434,27 @@ def format_table(rankings: Sequence[Ranking], style: str = "table") -> str:
     for r in rankings:
         arrow = "higher is better" if r.higher_is_better else "lower is better"
         title = (f"{r.label} · {r.task} · test {r.metric} ({arrow}) · {r.test_utterances} utterances · "
-                 f"{_resampled(r)}setting {r.setting}")
+                 f"{_resampled(r)}setting {r.setting}" + (" · layer chosen on dev" if r.chosen_on == "dev" else ""))
         grid = _has_lr(r)
-        header = ["rank", "layer", "name", r.metric, "95% CI", "", "seeds"] + (["lr"] if grid else [])
+        on_dev = r.chosen_on == "dev"
+        header = ["rank", "layer", "name"] + ([f"dev {r.metric}"] if on_dev else []) + \
+            [(f"test {r.metric}" if on_dev else r.metric), "95% CI", "", "seeds"] + (["lr"] if grid else [])
         body = []
         for row in rows(r):
             mark = "best" if row["best"] else ("~best" if row["not_significantly_worse"] else "")
             ci = f"[{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
-            body.append([str(row["rank"] or "-"), str(row["layer"]), row["layer_name"], _fmt(row["score"]), ci, mark,
-                         str(row["seeds"])] + ([row["lr"] or "-"] if grid else []))
+            dev = [("-" if row["dev"] is None else _fmt(row["dev"]))] if on_dev else []
+            body.append([str(row["rank"] or "-"), str(row["layer"]), row["layer_name"]] + dev +
+                        [_fmt(row["score"]), ci, mark, str(row["seeds"])] + ([row["lr"] or "-"] if grid else []))
         notes = _notes(r)
         weights = [f"{s.probe}: " + " ".join(f"{w:.2f}" for w in (s.weights or [])) for s in r.weighted]
         if style == "markdown":
             lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             lines += ["| " + " | ".join(c for c in row) + " |" for row in body]
             lines += [""] + [f"Learned weights ({w})" for w in weights] + [f"{n[0].upper()}{n[1:]}." for n in notes]
-            lines.append("\n`~best`: not significantly worse than the best layer (paired bootstrap, 95%).")
+            lines.append("\n`~best`: not significantly worse than the best layer (paired bootstrap, 95%"
+                         + (", on dev; the test score is reported)." if on_dev else
+                            ", on test: these records predate kept dev outcomes)."))
         else:
             widths = [max(len(x) for x in col) for col in zip(header, *body)]
             lines = [title, "  ".join(h.ljust(w) for h, w in zip(header, widths))]

@@ -24,10 +24,14 @@ from harness.reports.ranking import LayerScore, Ranking
 
 
 def choose(r: Ranking, tolerance: float | None = None) -> LayerScore:
+    """The lowest single layer not significantly worse than the best (``tolerance`` None), or
+    within ``tolerance`` of it, both on the split the ranking decides on (dev when its records
+    kept dev outcomes)."""
     best = r.best
     sign = 1 if r.higher_is_better else -1
     for s in sorted(r.layers, key=lambda s: int(s.layer)):
-        ok = s.not_worse if tolerance is None else sign * (best.score - s.score) <= tolerance + 1e-12
+        ok = s.not_worse if tolerance is None else \
+            sign * (r.decisive(best) - r.decisive(s)) <= tolerance + 1e-12
         if ok:
             return s
     return best
@@ -180,8 +184,11 @@ def recommend(rankings: list[Ranking], upstream: str, task: str, tolerance: floa
         notes.append(f"the intervals rest on {r.units} test {r.unit}s; with fewer than {FEW_UNITS} they are too wide "
                      "to separate most layers, so the recommendation is fragile (evaluate on more test data)")
     pick = choose(r, tolerance)
-    rule = "not significantly worse than the best (paired bootstrap, 95%)" if tolerance is None else \
-        f"within {tolerance} {r.metric} of the best"
+    rule = f"not significantly worse than the best (paired bootstrap on {r.chosen_on}, 95%)" if tolerance is None \
+        else f"within {tolerance} {r.metric} of the best on {r.chosen_on}"
+    if r.chosen_on == "test":
+        notes.append("these records predate kept dev outcomes, so the layer is chosen on test (re-run them to choose "
+                     "on dev)")
     pair = costs(r.upstream.spec, int(pick.layer)) if measure_costs and not r.upstream.random_init else None
     exported = export(r.upstream.spec, int(pick.layer), Path(export_to)) if export_to else None
     return Recommendation(r, r.best, pick, rule, pair, exported, notes)

@@ -52,7 +52,13 @@ from harness.training.data import (
 )
 from harness.training.loop import Objective, fit
 from harness.training.recipe import Recipe
-from harness.training.runs import packaged_recipe, prepare_run, read_log, save_checkpoint, write_log
+from harness.training.runs import (
+    packaged_recipe,
+    prepare_run,
+    read_log,
+    save_checkpoint,
+    write_log,
+)
 from harness.training.schedules import warmup_cosine
 from harness.upstream import load_upstream
 

@@ -28,7 +28,14 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
 from transformers.models.wav2vec2.modeling_wav2vec2 import _sample_negative_indices
 
 from harness.audio import SAMPLE_RATE
-from harness.training.data import CONV_KERNEL, CONV_STRIDE, Audio, StepBatches, random_crops, span_mask
+from harness.training.data import (
+    CONV_KERNEL,
+    CONV_STRIDE,
+    Audio,
+    StepBatches,
+    random_crops,
+    span_mask,
+)
 from harness.training.loop import Objective
 from harness.training.recipe import SingleStageRecipe
 from harness.training.runs import save_checkpoint

@@ -13,7 +13,13 @@ import tiny_models
 
 from harness.analysis.analyses import Attention, Cca, Cka, Neurons, Svcca
 from harness.analysis.cca import CcaProtocol, cca_rows, summarise
-from harness.analysis.options import AttentionOptions, CcaOptions, CkaOptions, NeuronOptions, SvccaOptions
+from harness.analysis.options import (
+    AttentionOptions,
+    CcaOptions,
+    CkaOptions,
+    NeuronOptions,
+    SvccaOptions,
+)
 from harness.analysis.runner import run_analysis
 
 
@@ -136,7 +142,12 @@ def test_probing_across_checkpoints_gives_a_grid(tiny_corpus, tmp_path):
 
 def test_minibatch_cka_reads_every_frame_and_matches_its_definition(tiny_corpus, tmp_path, home):
     from harness.analysis.cka import minibatch_cka_grid
-    from harness.analysis.frames import aligned_frames, cached_layers, layer_frames, load_utterances
+    from harness.analysis.frames import (
+        aligned_frames,
+        cached_layers,
+        layer_frames,
+        load_utterances,
+    )
     from harness.analysis.measures import minibatch_cka
     from harness.upstream import load_upstream
 

@@ -10,7 +10,12 @@ import torch
 
 from harness.audio import SAMPLE_RATE, read_audio
 from harness.features.cache import SHARD_SIZE, ensure_features
-from harness.features.extract import ExtractionProgress, iter_layers, plan_batches, significant
+from harness.features.extract import (
+    ExtractionProgress,
+    iter_layers,
+    plan_batches,
+    significant,
+)
 from harness.registry import load_task
 from harness.upstream import load_upstream
 

@@ -10,7 +10,13 @@ import tiny_models
 import torch
 
 from harness.audio import read_audio
-from harness.features.cache import SHARD_SIZE, cache_key, ensure_features, entry_for, fill
+from harness.features.cache import (
+    SHARD_SIZE,
+    cache_key,
+    ensure_features,
+    entry_for,
+    fill,
+)
 from harness.registry import load_task
 from harness.upstream import load_upstream
 

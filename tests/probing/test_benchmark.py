@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import HarnessError
 from harness.probing.benchmark import load_config, run_benchmark
 from harness.reports.suite import summary
-from harness.errors import HarnessError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,8 +89,8 @@ jobs:
 
 
 def test_a_study_section_builds_its_page(tiny_corpus, tmp_path, monkeypatch):
-    from harness.reports.suite import load_study
     from harness.reports.study import build
+    from harness.reports.suite import load_study
 
     monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
     config = _write(tmp_path / "s.yaml", f"""

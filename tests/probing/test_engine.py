@@ -10,7 +10,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.probing.engine import RunRequest, finished_records, prepare, run
-from harness.records import read_outcomes
+from harness.records import read_dev_outcomes, read_outcomes
 
 FAST = {"batch_size": 8, "val_interval": 3, "lr": 1e-2}
 
@@ -60,6 +60,9 @@ def test_every_task_runs_all_layers_and_writes_records(tiny_corpus, tiny_hf, hom
     out_dir = next((tmp_path / "res").glob(f"*/{task}/*"))
     o = read_outcomes(out_dir / "weighted_seed0.json")
     assert len(o.ids) == weighted["test_utterances"]
+    dev = read_dev_outcomes(out_dir / "weighted_seed0.json")  # what reports choose the layer on
+    metric = weighted["metric"]["name"]
+    assert dev is not None and set(dev.ids).isdisjoint(o.ids) and dev.value == pytest.approx(weighted["dev"][metric])
 
 
 def test_single_and_weighted_modes(tiny_corpus, tiny_hf, home, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.errors import HarnessError
 from harness.reports.emergence import (
     CurvePoint,
     autoencoder_rows,
@@ -12,7 +13,6 @@ from harness.reports.emergence import (
     fit_with_intervals,
     sigmoid,
 )
-from harness.errors import HarnessError
 
 
 @pytest.mark.parametrize("y0,plateau,t50,width", [(0.1, 0.6, 900.0, 200.0), (0.3, 0.65, 1800.0, 400.0),

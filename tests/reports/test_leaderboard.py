@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.records import MetricSpec, Outcomes, ResultRecord, UpstreamRef, write_record
+from harness.records import (
+    MetricSpec,
+    Outcomes,
+    ResultRecord,
+    UpstreamRef,
+    write_record,
+)
 from harness.reports import leaderboard
 from harness.reports.figures import compact_png
 from harness.reports.leaderboard import PLOT_INDEX, build

@@ -361,8 +361,40 @@ def test_recommend_takes_the_trained_model_not_its_random_twin_and_warns_on_few_
     rankings = rank(load_records(root, "m", "ic"))
     assert len(rankings) == 2
     trained = recommend(rankings, "m", "ic", measure_costs=False)
-    assert not trained.ranking.upstream.random_init and trained.best.layer == 1 and not trained.notes
+    assert not trained.ranking.upstream.random_init and trained.best.layer == 1
+    assert not [n for n in trained.notes if "settings" in n or "fewer than" in n]
     random = recommend(rankings, "m", "ic", random_init=True, measure_costs=False)
     assert random.ranking.upstream.random_init and random.best.layer == 0
     assert any(f"fewer than {FEW_UNITS}" in n for n in random.notes) and "note: the intervals rest on 30" in \
         random.format()
+
+
+def test_the_layer_is_chosen_on_dev_and_reported_on_test(tmp_path):
+    """Layer 1 is best on dev and layer 2 on test: the ranking chooses 1, reports its test score,
+    decides ~best from the dev bootstrap, and says so; without dev outcomes it decides on test."""
+    from harness.records import Outcomes, dev_outcomes_path, write_outcomes
+    from harness.reports.ranking import format_table
+
+    rng = np.random.default_rng(2)
+    root = tmp_path / "results"
+    dev_p, test_p = [0.5, 0.9, 0.6], [0.5, 0.7, 0.9]
+    for layer in range(3):
+        write_probe(root, "m", "ic", layer, acc_outcomes(test_p[layer], 400, rng), "accuracy", True)
+    legacy = rank(load_records(root, "m", "ic"))[0]
+    assert legacy.chosen_on == "test" and legacy.best.layer == 2
+    for layer in range(3):
+        path = root / "m" / "ic" / f"layer_{layer}_seed0.json"
+        dev = acc_outcomes(dev_p[layer], 300, rng)
+        rec = json.loads(path.read_text())
+        rec["dev"] = {"accuracy": sum(dev["correct"]) / 300}
+        path.write_text(json.dumps(rec))
+        write_outcomes(dev_outcomes_path(path), Outcomes.accuracy(dev["ids"], dev["correct"]))
+    r = rank(load_records(root, "m", "ic"))[0]
+    assert r.chosen_on == "dev" and r.best.layer == 1 and [s.layer for s in r.ranked()] == [1, 2, 0]
+    assert r.best.score == pytest.approx(sum(json.loads((root / "m/ic/layer_1_seed0.outcomes.json").read_text())
+                                             ["correct"]) / 400)
+    assert [s.not_worse for s in r.layers] == [False, True, False]  # on dev 0.6 vs 0.9 is far apart
+    table = format_table([r])
+    assert "layer chosen on dev" in table.splitlines()[0] and "dev accuracy" in table.splitlines()[1]
+    assert "on dev; the test score is reported" in format_table([r], "markdown")
+    assert "dev" in format_table([r], "csv").splitlines()[0].split(",")

@@ -9,8 +9,8 @@ import pytest
 import tiny_models
 import torch
 
-from harness.probing.engine import RunRequest, run
 from harness.errors import HarnessError
+from harness.probing.engine import RunRequest, run
 from harness.registry import load_task
 
 
@@ -153,9 +153,10 @@ def test_ge2e_layers_match_the_resemblyzer_package(tiny_corpus):
 
 
 def test_reversed_trial_pairs_count_once_and_the_trial_list_is_part_of_the_identity(tiny_corpus):
+    from harness.tasks.asv import unique_pairs
+
     from harness.registry import load_task
     from harness.task import task_config
-    from harness.tasks.asv import unique_pairs
 
     trials = [("a", "b", 1), ("b", "a", 1), ("a", "c", 0), ("c", "a", 0), ("b", "c", 0)]
     assert unique_pairs(trials) == [("a", "b", 1), ("a", "c", 0), ("b", "c", 0)]

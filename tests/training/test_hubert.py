@@ -14,9 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from harness.errors import HarnessError
 from harness.training import data, runs
 from harness.training import hubert as pt
-from harness.errors import HarnessError
 from harness.upstream import load_upstream
 
 
