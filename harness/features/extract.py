@@ -33,6 +33,7 @@ import contextlib
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -196,22 +197,117 @@ def streamed_layers(upstream: Upstream, waves: torch.Tensor, lengths: torch.Tens
     return hidden, layer_lengths
 
 
-def extract_file(upstream: Upstream, wav_path: str | os.PathLike, out_path: str | os.PathLike,
-                 placement: Placement | None = None) -> dict:
-    """Write ``layer_0`` ... ``layer_{L-1}`` (float32 ``[frames, dim]``) of one file to an ``.npz``;
-    the forward pass on ``placement`` (default: :func:`choose_device`'s defaults). Returns
-    ``{"layers": L, "shapes": [...], "names": [...]}``; HarnessError for an ``--out`` that is
-    not ``.npz`` or unreadable audio."""
-    out_path = Path(out_path)
-    if out_path.suffix != ".npz":
-        raise HarnessError(f"--out must end in .npz (got {out_path.name})")
-    wav = read_audio(wav_path)
-    ((_, layers),) = list(iter_layers(upstream, [wav], placement=placement))
-    arrays = {f"layer_{i}": np.ascontiguousarray(a, dtype=np.float32) for i, a in enumerate(layers)}
-    with atomic_path(out_path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-    return {"layers": len(arrays), "shapes": [a.shape for a in arrays.values()], "names": upstream.info.layer_names}
+#: audio files a folder given to ``harness extract --wav`` contributes (what soundfile decodes)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def extraction_inputs(source: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """``(audio file, its .npz name relative to the output folder)`` for ``harness extract
+    --wav``: one audio file; a folder (its audio files, recursively, in sorted order, named by
+    their path inside it); or a text list (``.txt``/``.lst``: one path per line, relative
+    paths from the list's folder, named by their file name). HarnessError when there is nothing
+    to read."""
+    source = Path(source)
+    if not source.exists():
+        raise HarnessError(f"--wav {source}: file or folder not found")
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        if not files:
+            raise HarnessError(f"--wav {source}: no {'/'.join(AUDIO_SUFFIXES)} files in this folder")
+        return [(p, p.relative_to(source).with_suffix(".npz")) for p in files]
+    if source.suffix.lower() in (".txt", ".lst"):
+        lines = [line.strip() for line in source.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        if not lines:
+            raise HarnessError(f"--wav {source}: the list is empty")
+        files = [p if p.is_absolute() else source.parent / p for p in map(Path, lines)]
+        names = [Path(p.name).with_suffix(".npz") for p in files]
+        if len(set(names)) != len(names):
+            raise HarnessError(f"--wav {source}: two listed files share a name; give a folder instead")
+        return list(zip(files, names))
+    return [(source, Path(source.name).with_suffix(".npz"))]
+
+
+@dataclass
+class ExtractSummary:
+    """What ``harness extract`` wrote: the .npz files, those already there (skipped), the inputs
+    shorter than the upstream's shortest input (left out), and the layer names and shapes of the
+    first file written."""
+
+    written: list[Path]
+    existing: list[Path]
+    too_short: list[Path]
+    min_samples: int
+    names: list[str]
+    shapes: list[tuple[int, ...]]
+
+    def format(self) -> str:
+        """The lines ``harness extract`` prints."""
+        lines = []
+        if len(self.written) == 1 and not self.existing and not self.too_short:
+            lines.append(f"{self.written[0]}: {len(self.shapes)} layers "
+                         + ", ".join(f"{n} {s[0]}x{s[1]}" for n, s in zip(self.names, self.shapes)))
+        else:
+            lines.append(f"wrote {len(self.written)} file(s)" + (f", {len(self.existing)} already there"
+                                                                  if self.existing else "")
+                         + (f"; layers {', '.join(self.names)}" if self.names else ""))
+        if self.too_short:
+            lines.append(f"left out {len(self.too_short)} file(s) shorter than {self.min_samples} samples (the "
+                         f"upstream's shortest input), first {self.too_short[0]}")
+        return "\n".join(lines)
+
+
+def extract_files(upstream: Upstream, source: str | os.PathLike, out: str | os.PathLike,
+                  placement: Placement | None = None, resample: bool = False,
+                  batch_seconds: float = BATCH_SECONDS, group: int = 64) -> ExtractSummary:
+    """Write ``layer_0`` ... ``layer_{L-1}`` (float32 ``[frames, dim]``) of every input of
+    ``source`` (:func:`extraction_inputs`) to ``.npz`` files: ``out`` is the file for a single
+    input (it must end in ``.npz``), else a folder mirroring the inputs' names. Audio is read as
+    mono (channels averaged) at 16 kHz; another rate is refused unless ``resample`` (then
+    converted with torchaudio's resampler). Files are batched by length as the feature cache
+    batches them, ``group`` files at a time; an output already there is kept (a rerun resumes),
+    each written atomically. An input shorter than the upstream's shortest input is refused in
+    one line when it is the only one, else left out and counted. Raises HarnessError for bad
+    inputs, non-finite audio or an ``out`` of the wrong kind."""
+    inputs = extraction_inputs(source)
+    out = Path(out)
+    single = len(inputs) == 1 and not Path(source).is_dir() and Path(source).suffix.lower() not in (".txt", ".lst")
+    if single and out.suffix != ".npz":
+        raise HarnessError(f"--out must end in .npz for one input file (got {out.name})")
+    if not single and out.suffix == ".npz":
+        raise HarnessError(f"--wav {source} names {len(inputs)} files: --out must be a folder, not {out.name}")
+    targets = [out] if single else [out / name for _, name in inputs]
+    need = upstream.info.shortest_input()
+    summary = ExtractSummary([], [], [], need, list(upstream.info.layer_names), [])
+    todo = []
+    for (path, _), target in zip(inputs, targets):
+        if target.exists() and not single:
+            summary.existing.append(target)
+        else:
+            todo.append((path, target))
+    for start in range(0, len(todo), group):
+        chunk = todo[start:start + group]
+        waves, kept = [], []
+        for path, target in chunk:
+            wave = read_audio(path, resample=resample)
+            if len(wave) < need:
+                if single:
+                    raise HarnessError(f"{path} has {len(wave)} samples, shorter than {need} ({need / SAMPLE_RATE * 1000:.0f}"
+                                       f" ms), the shortest input of {upstream.info.spec or 'this upstream'}")
+                summary.too_short.append(path)
+                continue
+            waves.append(wave)
+            kept.append(target)
+        for i, layers in iter_layers(upstream, waves, batch_seconds=batch_seconds, placement=placement):
+            arrays = {f"layer_{k}": np.ascontiguousarray(a, dtype=np.float32) for k, a in enumerate(layers)}
+            kept[i].parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(kept[i]) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, **arrays)
+            summary.written.append(kept[i])
+            if not summary.shapes:
+                summary.shapes = [a.shape for a in arrays.values()]
+    summary.written.sort()
+    return summary
 
 
 # ------------------------------------------------------------ the cache's audio

@@ -99,8 +99,7 @@ def test_plan_times_on_the_gpu(tiny_corpus, fake_gpu, tmp_path, monkeypatch):
 
 def test_harness_extract_and_the_analyses_and_pretraining_targets_ask_the_same_function(tiny_corpus, fake_gpu,
                                                                                        tmp_path):
-    from harness.analysis.layerwise import cached_layers, load_utterances
-
+    from harness.analysis.frames import cached_layers, load_utterances
     from harness.cli import main
     from harness.features.extract import iter_layers
     from harness.upstream import load_upstream
