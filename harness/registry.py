@@ -108,6 +108,18 @@ def cards() -> dict[str, Card]:
     return out
 
 
+def format_cards() -> str:
+    """The table ``harness upstreams`` prints: every card's name, spec, layer count, dimension,
+    hop (samples) and licence, then the backends ``BACKEND:SOURCE`` specs may name."""
+    rows = [(c.name, c.spec, str(c.layers), str(c.dim if isinstance(c.dim, int) else "/".join(map(str, c.dim))),
+             str(c.hop or "-"), c.licence) for c in cards().values()]
+    head = ("name", "spec", "layers", "dim", "hop", "licence")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines) + f"\n\nbackends for BACKEND:SOURCE specs: {', '.join(backend_names())}"
+
+
 def parse_spec(spec: str) -> tuple[str, str, Card | None]:
     """``NAME`` (a card) or ``BACKEND:SOURCE`` -> (backend, source, card or None)."""
     known = cards()

@@ -291,3 +291,13 @@ def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_partial_file(tiny_co
     assert code == 1 and err_text.count("\n") == 1 and "Traceback" not in err_text, err_text
     assert "cannot write" in err_text and str(tmp_path / "board") in err_text
     assert not [p for p in (tmp_path / "board").rglob("*.tmp*")]
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """`harness upstreams | head -1`: the pipe closes before the table is written; no traceback,
+    the exit status of a filter stopped by SIGPIPE (141)."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "upstreams"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=_env(tmp_path / "h"))
+    proc.stdout.close()  # the reader is gone before the command writes anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err and err == "", err

@@ -80,6 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print("harness: terminated (SIGTERM); re-run the same command to resume", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except BrokenPipeError:
+        # the reader went away (`harness upstreams | head`): as for any Unix filter, stop quietly;
+        # stdout goes to /dev/null so the interpreter's final flush raises nothing either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as exc:
         if exc.errno not in STORAGE_ERRORS or os.environ.get("HARNESS_DEBUG") == "1":
             raise

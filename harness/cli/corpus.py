@@ -13,15 +13,11 @@ def embedded_corpus_dir(profile: str = "default", seed: int = 0) -> Path:
 
 
 def _corpus_build(args: argparse.Namespace) -> int:
-    from harness.corpus.build import build, format_statistics
+    from harness.corpus.build import build
+    from harness.corpus.stats import describe_built
 
     out = Path(args.out) if args.out else embedded_corpus_dir(args.profile, args.seed)
-    meta = build(out, args.profile, args.seed, workers=args.workers, progress=not args.quiet)
-    took = meta.get("build_seconds")
-    print(f"corpus: {out}  (profile {meta['profile']}, seed {meta['seed']}, "
-          f"{len(meta['speakers'])} speakers, {len(meta['phone_inventory'])} phone labels"
-          + (f", built in {took:.1f} s" if took is not None else ", already built") + ")")
-    print(format_statistics(meta["statistics"]))
+    print(describe_built(out, build(out, args.profile, args.seed, workers=args.workers, progress=not args.quiet)))
     return 0
 
 
@@ -29,32 +25,14 @@ def _corpus_check(args: argparse.Namespace) -> int:
     from harness.corpus.manifest import check_manifest
 
     root = Path(args.dir) if args.dir else embedded_corpus_dir()
-    n = check_manifest(root)
-    print(f"ok: {n} files match {root}/manifest.sha256")
+    print(f"ok: {check_manifest(root)} files match {root}/manifest.sha256")
     return 0
 
 
 def _corpus_info(args: argparse.Namespace) -> int:
-    import json
+    from harness.corpus.stats import describe_corpus
 
-    from harness.corpus.build import format_statistics
-    from harness.errors import HarnessError
-
-    root = Path(args.dir) if args.dir else embedded_corpus_dir()
-    meta_path = root / "corpus.json"
-    if not meta_path.exists():
-        raise HarnessError(f"{root} is not a built harness corpus (no corpus.json); run `harness corpus build`")
-    meta = json.loads(meta_path.read_text())
-    if args.speakers:
-        for s in meta["speakers"]:
-            extra = "" if s["variant_text"] is None else "  [own variant: " + "; ".join(
-                line for line in s["variant_text"].splitlines()[3:] if line) + "]"
-            print(f"{s['index']:3d} {s['gender']} {s['language']:<15}{s['variant']:<12}rate {s['rate']:3d} "
-                  f"pitch {s['pitch']:2d} range {s['pitch_range']:2d}{extra}")
-        return 0
-    print(f"{root}: profile {meta['profile']}, seed {meta['seed']}, espeak-ng {meta['espeak_ng']}, "
-          f"{len(meta['speakers'])} speakers")
-    print(format_statistics(meta["statistics"]))
+    print(describe_corpus(Path(args.dir) if args.dir else embedded_corpus_dir(), args.speakers))
     return 0
 
 

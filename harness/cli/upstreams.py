@@ -6,16 +6,9 @@ import argparse
 
 
 def _upstreams_list(args: argparse.Namespace) -> int:
-    from harness.registry import backend_names, cards
+    from harness.registry import format_cards
 
-    rows = [(c.name, c.spec, str(c.layers), str(c.dim if isinstance(c.dim, int) else "/".join(map(str, c.dim))),
-             str(c.hop or "-"), c.licence) for c in cards().values()]
-    head = ("name", "spec", "layers", "dim", "hop", "licence")
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
-    print(f"\nbackends for BACKEND:SOURCE specs: {', '.join(backend_names())}")
+    print(format_cards())
     return 0
 
 

@@ -71,7 +71,7 @@ from harness.corpus.manifest import write_manifest
 from harness.corpus.profiles import PROFILES, Profile
 from harness.corpus.slots import snips_jobs, write_snips_index
 from harness.corpus.speakers import SpeakerRecipe, make_extra_speakers, make_speakers
-from harness.corpus.stats import LISTS, corpus_statistics, format_statistics  # noqa: F401  (the CLI imports it here)
+from harness.corpus.stats import LISTS, corpus_statistics
 from harness.corpus.styles import iemocap_jobs, write_emo_evaluation
 from harness.corpus.text import INTENTS, SentenceSampler, command_phrasings, lexicon
 from harness.data.fsc import FSC_SPLITS

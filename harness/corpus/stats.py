@@ -46,3 +46,37 @@ def format_statistics(stats: dict) -> str:
     for layout, counts in sorted(stats.get(LISTS, {}).items()):
         lines.append(f"{layout:<21}" + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in counts.items()))
     return "\n".join(lines)
+
+
+def describe_built(out, meta: dict) -> str:
+    """What ``harness corpus build`` prints: where, profile, seed, speakers, phone labels, the
+    build time (or that it was already built) and the statistics table."""
+    took = meta.get("build_seconds")
+    return (f"corpus: {out}  (profile {meta['profile']}, seed {meta['seed']}, {len(meta['speakers'])} speakers, "
+            f"{len(meta['phone_inventory'])} phone labels"
+            + (f", built in {took:.1f} s" if took is not None else ", already built") + ")\n"
+            + format_statistics(meta["statistics"]))
+
+
+def describe_corpus(root, speakers: bool = False) -> str:
+    """What ``harness corpus info`` prints for the corpus at ``root``: its statistics, or (with
+    ``speakers``) every speaker's recipe. HarnessError when ``root`` is not a built corpus."""
+    import json
+    from pathlib import Path
+
+    from harness.errors import HarnessError
+
+    meta_path = Path(root) / "corpus.json"
+    if not meta_path.exists():
+        raise HarnessError(f"{root} is not a built harness corpus (no corpus.json); run `harness corpus build`")
+    meta = json.loads(meta_path.read_text())
+    if speakers:
+        lines = []
+        for s in meta["speakers"]:
+            extra = "" if s["variant_text"] is None else "  [own variant: " + "; ".join(
+                line for line in s["variant_text"].splitlines()[3:] if line) + "]"
+            lines.append(f"{s['index']:3d} {s['gender']} {s['language']:<15}{s['variant']:<12}rate {s['rate']:3d} "
+                         f"pitch {s['pitch']:2d} range {s['pitch_range']:2d}{extra}")
+        return "\n".join(lines)
+    return (f"{root}: profile {meta['profile']}, seed {meta['seed']}, espeak-ng {meta['espeak_ng']}, "
+            f"{len(meta['speakers'])} speakers\n" + format_statistics(meta["statistics"]))
