@@ -79,17 +79,20 @@ class UpstreamRef:
         return slug(self.spec + ("_random-init" if self.random_init else ""))
 
     def layer_name(self, layer: int | str) -> str:
+        """The upstream's name for layer ``layer`` (an int, or ``weighted`` for a weighted sum)."""
         if isinstance(layer, int) and 0 <= layer < len(self.layer_names):
             return self.layer_names[layer]
         return str(layer)
 
     def to_json(self) -> dict:
+        """The reference as a JSON-able dict."""
         d = asdict(self)
         d["layer_names"] = list(self.layer_names)
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "UpstreamRef":
+        """Read a reference written by :meth:`to_json` (unknown keys ignored)."""
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         known["layer_names"] = tuple(known.get("layer_names") or ())
         return cls(**known)
@@ -121,11 +124,13 @@ class Outcomes:
     @classmethod
     def accuracy(cls, ids: Sequence[str], correct: Sequence[float], total: Sequence[float] | None = None,
                  **extra: list) -> "Outcomes":
+        """Per utterance: correct count and total (1 each by default); the value is sum(correct) / sum(total)."""
         return cls(list(ids), list(correct), list(total) if total is not None else [1] * len(ids), "accuracy", extra)
 
     @classmethod
     def error_rate(cls, ids: Sequence[str], errors: Sequence[float], lengths: Sequence[float],
                    **extra: list) -> "Outcomes":
+        """Per utterance: edit errors and reference length; the value is sum(errors) / sum(lengths) (WER, PER, CER)."""
         return cls(list(ids), list(errors), list(lengths), "error_rate", extra)
 
     @classmethod
@@ -136,6 +141,7 @@ class Outcomes:
 
     @property
     def value(self) -> float:
+        """The metric over every utterance (accuracy, error rate, or EER for verification)."""
         if self.kind == "verification":
             from harness.metrics import equal_error_rate
 
@@ -144,11 +150,13 @@ class Outcomes:
         return float(sum(self.numerator)) / den if den else 0.0
 
     def to_json(self) -> dict:
+        """The outcomes as a JSON-able dict (the older ``.outcomes.json`` form)."""
         num, den = _OUTCOME_FIELDS[self.kind]
         return {"ids": self.ids, num: self.numerator, den: self.denominator, **self.extra}
 
     @classmethod
     def from_json(cls, d: dict) -> "Outcomes":
+        """Read outcomes written by :meth:`to_json`."""
         for kind, (num, den) in _OUTCOME_FIELDS.items():
             if num in d:
                 break
@@ -214,6 +222,7 @@ class ResultRecord:
 
     @property
     def is_single_layer(self) -> bool:
+        """Whether the probe reads one layer (not a weighted sum)."""
         return isinstance(self.layer, int)
 
     def setting(self) -> dict:
@@ -232,6 +241,7 @@ class ResultRecord:
 
     @property
     def setting_id(self) -> str:
+        """The setting's 10-hex-digit id (hash of :meth:`setting`): the folder its records share."""
         return hashlib.sha256(json.dumps(self.setting(), sort_keys=True, default=str).encode()).hexdigest()[:10]
 
     @property
@@ -240,6 +250,7 @@ class ResultRecord:
         return (json.dumps(self.upstream.to_json(), sort_keys=True), self.task, self.probe, self.seed, self.setting_id)
 
     def to_json(self) -> dict:
+        """The record as a JSON-able dict (what ``PROBE_seedN.json`` holds)."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["upstream"] = self.upstream.to_json()
         d["metric"] = asdict(self.metric)
@@ -247,6 +258,7 @@ class ResultRecord:
 
     @classmethod
     def from_json(cls, d: dict) -> "ResultRecord":
+        """Read a record written by :meth:`to_json` (fields added later default)."""
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         known["upstream"] = UpstreamRef.from_json(d["upstream"])
         known["metric"] = MetricSpec(**d["metric"])

@@ -120,6 +120,7 @@ class AnalysisOptions:
 
     @property
     def progress(self) -> bool:
+        """Whether to show progress bars (not ``quiet``)."""
         return not self.quiet
 
 

@@ -38,6 +38,7 @@ class Model:
 
     @property
     def info(self) -> UpstreamInfo:
+        """The upstream's :class:`~harness.upstream.UpstreamInfo` (layer names, dims, hop)."""
         return self.upstream.info
 
     @functools.cached_property
@@ -59,6 +60,7 @@ class Inputs:
 
     @functools.cached_property
     def utterances(self) -> Utterances:
+        """The utterances every model of the analysis runs on (loaded once, then reused)."""
         return load_utterances(self.data_root, self.split, self.limit)
 
     def model(self, spec: str, random_init: bool = False) -> Model:

@@ -94,6 +94,7 @@ class StreamingCKA:
         self.x_ny = self.y_nx = self.x_nx = self.y_ny = None  # sum_i x_i |y_i|^2 etc. [d]
 
     def update(self, x, y) -> "StreamingCKA":
+        """Add a batch of paired rows: ``x`` ``[n, dx]`` and ``y`` ``[n, dy]`` (float64 accumulators)."""
         x, y = _t(x), _t(y)
         if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
             raise SimilarityError(f"expected [n, d1] and [n, d2] with the same n, got {tuple(x.shape)} and "
@@ -135,6 +136,7 @@ class StreamingCKA:
         return (trace + sum_k * sum_l / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * ka1_lb1) / (n * (n - 3))
 
     def value(self, debiased: bool = False) -> float:
+        """Linear CKA of everything added so far (Kornblith et al. 2019, eq. 4, on centred Gram sums)."""
         if self.n < 4:
             raise SimilarityError(f"{self.n} samples: at least 4 are needed")
         if not debiased:
@@ -199,6 +201,7 @@ class CcaFit:
 
     @property
     def directions(self) -> int:
+        """The fitted canonical directions: (``wx`` ``[dx, k]``, ``wy`` ``[dy, k]``)."""
         return self.wx.shape[1]
 
 
@@ -250,6 +253,7 @@ class CcaProblem:
         return self._eig[key]
 
     def fit(self, epsilon_x: float = 0.0, epsilon_y: float | None = None) -> CcaFit:
+        """Fit CCA on the rows ``idx`` with regularisation ``(eps_x, eps_y)``; a :class:`CcaFit`."""
         epsilon_y = epsilon_x if epsilon_y is None else epsilon_y
         kx = self._kept(self.cxx, self.scale_x, epsilon_x)
         ky = self._kept(self.cyy, self.scale_y, epsilon_y)
@@ -334,6 +338,7 @@ class SvdReduction:
 
     @classmethod
     def fit(cls, x, keep: float = 0.99) -> "SvdReduction":
+        """Keep the top singular directions explaining ``variance`` of ``x`` ``[n, d]`` (SVCCA's first step, Raghu et al. 2017)."""
         if not 0 < keep <= 1:
             raise SimilarityError(f"the variance to keep must be in (0, 1], got {keep}")
         x = _t(x)
@@ -372,6 +377,7 @@ class NeuronStats:
         self.sx = self.sy = self.xx = self.yy = self.xy = None
 
     def update(self, x, y) -> "NeuronStats":
+        """Add a batch of paired activations (``[n, units]`` each) to the running sums."""
         x, y = _t(x), _t(y)
         if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
             raise SimilarityError(f"expected [n, d1] and [n, d2] with the same n, got {tuple(x.shape)} and "
@@ -521,6 +527,7 @@ MEASURES: dict[str, Callable[..., float]] = {
 
 
 def measure(name: str) -> Callable[..., float]:
+    """The similarity measure registered under ``name`` (:data:`MEASURES`); SimilarityError otherwise."""
     if name not in MEASURES:
         raise SimilarityError(f"unknown measure {name!r}; available: {', '.join(MEASURES)}")
     return MEASURES[name]

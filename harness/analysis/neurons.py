@@ -45,6 +45,7 @@ def neuron_rows(name_a: str, names_a: list[str], a: list[np.ndarray], name_b: st
 
 @dataclass
 class NeuronRanking:
+    """Per neuron of one layer: its best-matching neuron in the other model and their correlation, ranked."""
     order: list[int]  # neurons, most important first
     mass: list[float]  # weight mass per neuron (in ``order``)
     ablation: list[dict]  # {"k", "selection", "accuracy"} on held-out frames

@@ -50,6 +50,7 @@ def _on_sigterm(main_pid: int) -> Callable:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its exit status (errors: one line)."""
     from harness.errors import HarnessError
     from harness.quiet import quiet_third_party
 

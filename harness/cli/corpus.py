@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def embedded_corpus_dir(profile: str = "default", seed: int = 0) -> Path:
+    """Where the embedded corpus of ``profile`` and ``seed`` lives (``$HARNESS_HOME/corpus/PROFILE-seedN``)."""
     from harness.corpus.layout import embedded_corpus_dir as where
 
     return where(profile, seed)

@@ -23,11 +23,13 @@ _STRESS_MARKS = "',%=!"
 
 
 class AlignmentError(ValueError):
+    """An utterance whose phone events cannot be aligned to its words exactly (the build re-draws it)."""
     pass
 
 
 @dataclass(frozen=True)
 class Segment:
+    """One aligned segment (a phone or a word): its label and sample span ``[start, end)`` at 16 kHz."""
     label: str
     start: int  # first sample (inclusive)
     end: int  # last sample (exclusive)
@@ -59,6 +61,7 @@ def normalize_phone(name: str) -> str:
 
 
 def resample_index(sample: int, out_len: int, src_rate: int = NATIVE_RATE, dst_rate: int = SAMPLE_RATE) -> int:
+    """Sample index ``sample`` at ``src_rate`` mapped to ``dst_rate``, clipped to ``out_len``."""
     return min(out_len, int(round(sample * dst_rate / src_rate)))
 
 

@@ -58,6 +58,7 @@ _Callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 
 @dataclass
 class PhoneEvent:
+    """One phoneme event espeak-ng reports: its mnemonic, start sample and position in the text."""
     name: str  # espeak mnemonic incl. stress marks, e.g. "'aI"; pauses start with "_"
     sample: int  # start sample at NATIVE_RATE
     text_position: int  # 1-based character index into the synthesised text
@@ -65,6 +66,7 @@ class PhoneEvent:
 
 @dataclass
 class Synthesis:
+    """What one espeak-ng call produced: int16 audio at espeak's native rate and its phoneme events."""
     audio: np.ndarray  # int16 [samples] at NATIVE_RATE
     phones: list[PhoneEvent]
 
@@ -151,6 +153,7 @@ class Espeak:
 
     @property
     def version(self) -> str:
+        """espeak-ng's version string (recorded in ``corpus.json``)."""
         return self._lib.espeak_Info(None).decode()
 
     def _on_audio(self, wav, n, events) -> int:

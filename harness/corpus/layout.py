@@ -45,50 +45,62 @@ def require_embedded_corpus(profile: str = "default", seed: int = 0) -> Path:
 
 @dataclass(frozen=True)
 class CorpusPaths:
+    """Where each real corpus's layout lives inside an embedded corpus root."""
     root: Path
 
     @property
     def librispeech(self) -> Path:
+        """The LibriSpeech root."""
         return self.root / LIBRI_DIR
 
     @property
     def phone_labels(self) -> Path:
+        """The frame-level phone labels' folder (``libri_phone``)."""
         return self.root / PHONE_DIR
 
     @property
     def fsc(self) -> Path:
+        """The Fluent Speech Commands root."""
         return self.root / FSC_DIR
 
     @property
     def voxceleb1(self) -> Path:
+        """The VoxCeleb1 root."""
         return self.root / VOX_DIR
 
     @property
     def speech_commands(self) -> Path:
+        """The Speech Commands v0.01 root (training archive)."""
         return self.root / SC_DIR
 
     @property
     def iemocap(self) -> Path:
+        """The IEMOCAP root."""
         return self.root / IEMOCAP_DIR
 
     @property
     def speech_commands_test(self) -> Path:
+        """The separate Speech Commands v0.01 test-set archive."""
         return self.root / SC_TEST_DIR
 
     @property
     def snips(self) -> Path:
+        """The Audio-SNIPS root (slot filling)."""
         return self.root / SNIPS_DIR
 
     @property
     def phone_labels_s3prl(self) -> Path:
+        """s3prl's phone-label folder layout (``converted_aligned_phones.txt`` and split lists)."""
         return self.root / PHONE_S3PRL_DIR
 
     @property
     def lexicon(self) -> Path:
+        """The stress-marked LibriSpeech lexicon file."""
         return self.root / LIBRI_DIR / LEXICON_NAME
 
     @property
     def alignments(self) -> Path:
+        """The CTM alignments' folder."""
         return self.root / LIBRI_DIR / ALIGNMENT_DIR
 
     def ctm(self, libri_split: str, kind: str) -> Path:
@@ -97,8 +109,10 @@ class CorpusPaths:
 
     @property
     def metadata(self) -> Path:
+        """``corpus.json``: profile, seed, speakers, statistics."""
         return self.root / METADATA_NAME
 
     @property
     def manifest(self) -> Path:
+        """``manifest.sha256``: one hash per file."""
         return self.root / MANIFEST_NAME

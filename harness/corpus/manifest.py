@@ -21,6 +21,7 @@ def _corpus_files(root: Path) -> list[Path]:
 
 
 def write_manifest(root: Path) -> Path:
+    """Write ``manifest.sha256`` (sha256 and path of every corpus file, sorted) under ``root``; returns its path."""
     lines = [f"{sha256_file(p)}  {p.relative_to(root).as_posix()}" for p in _corpus_files(root)]
     path = root / MANIFEST_NAME
     write_text(path, "\n".join(lines) + "\n")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Profile:
+    """A corpus size: speakers in all and per LibriSpeech split, and utterance counts per layout."""
     name: str
     speakers: int
     libri_split_speakers: tuple[int, int, int]  # train, dev, test

@@ -20,6 +20,7 @@ LANGUAGES = ["en-us"] * 6 + ["en", "en-gb-x-rp", "en-us-nyc", "en-gb-scotland"]
 
 @dataclass(frozen=True)
 class SpeakerRecipe:
+    """One synthetic speaker: espeak-ng language and variant (stock or our own file), rate and pitch."""
     index: int
     gender: str  # "m" or "f"
     language: str
@@ -31,9 +32,11 @@ class SpeakerRecipe:
 
     @property
     def voice(self) -> str:
+        """The espeak-ng voice name ``language+variant``."""
         return f"{self.language}+{self.variant}"
 
     def to_dict(self) -> dict:
+        """The recipe as a dict (as recorded in ``corpus.json``)."""
         return asdict(self)
 
 

@@ -38,6 +38,7 @@ def _apply_channel(x: np.ndarray, channel: dict, noise_seed: int) -> np.ndarray:
 
 
 def sidecar_path(root: Path, job: dict) -> Path:
+    """Where the build keeps an utterance's alignment while building (under ``.build/``)."""
     key = job["utt"].replace("/", "__")
     return root / ".build" / "align" / job["corpus"] / f"{key}.json"
 
@@ -129,6 +130,7 @@ def _shift_alignment(segments: list, shift: int, total: int, fill: str | None = 
 
 
 def run_job(job: dict) -> dict:
+    """Synthesise one utterance job in a worker: ``{"ok": result}`` or ``{"error": message}``."""
     try:
         return {"ok": _synthesise(job)}
     except HarnessError as exc:

@@ -152,6 +152,7 @@ class SentenceSampler:
     flatness: float = 0.6
 
     def sample(self, rng: np.random.Generator) -> str:
+        """A sentence of ``min_words``-``max_words`` words drawn Zipf-like (rank ** -flatness) from the vocabulary."""
         ranks = np.arange(1, len(self.vocabulary) + 1, dtype=np.float64)
         weights = ranks ** (-self.flatness)
         weights /= weights.sum()

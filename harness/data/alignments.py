@@ -17,6 +17,7 @@ S3PRL_TRAIN_DEV_SEED = 1337
 
 @dataclass(frozen=True)
 class CtmSegment:
+    """One CTM line: utterance, start and end in seconds, and the word or phone."""
     start: float  # seconds
     duration: float  # seconds
     label: str

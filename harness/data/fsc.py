@@ -16,6 +16,7 @@ _COLUMNS = ("path", "speakerId", "transcription", "action", "object", "location"
 
 @dataclass(frozen=True)
 class FscUtterance:
+    """One Fluent Speech Commands row: path, speaker, transcription and its action/object/location slots."""
     id: str  # path relative to the root, without extension
     path: Path
     speaker: str
@@ -26,6 +27,7 @@ class FscUtterance:
 
     @property
     def intent(self) -> tuple[str, str, str]:
+        """The intent label ``action_object_location`` (SUPERB IC's class)."""
         return (self.action, self.object, self.location)
 
 
@@ -37,6 +39,7 @@ def _root(root: Path) -> Path:
 
 
 def read_fsc(root: str | Path, split: str) -> list[FscUtterance]:
+    """The rows of FSC's ``data/{split}_data.csv`` under ``root`` (:data:`FSC_SPLITS`); HarnessError if absent."""
     if split not in FSC_SPLITS:
         raise HarnessError(f"unknown FSC split {split!r}; choose from {', '.join(FSC_SPLITS)}")
     base = _root(Path(root))

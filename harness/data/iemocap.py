@@ -15,6 +15,7 @@ _LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(\S+)\s+(\S+)\s+\[")
 
 @dataclass(frozen=True)
 class EmotionUtterance:
+    """One IEMOCAP utterance: path, session, speaker and its emotion label."""
     id: str  # e.g. Ses01F_impro01_F000
     path: Path
     session: int

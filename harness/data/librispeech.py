@@ -13,6 +13,7 @@ SPLITS = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
 
 @dataclass(frozen=True)
 class LibriUtterance:
+    """One LibriSpeech utterance: id, path, speaker and transcript."""
     id: str  # SPEAKER-CHAPTER-UTT
     path: Path
     speaker: str

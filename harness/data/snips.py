@@ -29,16 +29,19 @@ _PUNCTUATION = set("?!.,;-–…")  # tokens s3prl drops, with their tags
 
 @dataclass(frozen=True)
 class SlotSpan:
+    """One slot of an Audio-SNIPS utterance: its type and the word positions it covers."""
     slot: str
     start: int  # first word (index into the utterance's words)
     end: int  # one past the last word
 
     def value(self, words: tuple[str, ...]) -> str:
+        """The slot's words joined by spaces."""
         return " ".join(words[self.start:self.end])
 
 
 @dataclass(frozen=True)
 class SnipsUtterance:
+    """One Audio-SNIPS utterance: path, speaker, words with their BIO slot tags, and the intent."""
     id: str  # SPEAKER-snips-SPLIT-N
     path: Path
     speaker: str
@@ -48,10 +51,12 @@ class SnipsUtterance:
 
     @property
     def text(self) -> str:
+        """The transcript (words joined by spaces)."""
         return " ".join(self.words)
 
     @property
     def spans(self) -> list[SlotSpan]:
+        """The slots as :class:`SlotSpan` from the BIO tags."""
         return slot_spans(self.tags)
 
 

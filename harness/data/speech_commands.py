@@ -18,6 +18,7 @@ UNKNOWN, SILENCE = "_unknown_", "_silence_"
 
 @dataclass(frozen=True)
 class CommandClip:
+    """One Speech Commands clip: path, word label and speaker (the hash before ``_nohash_``)."""
     id: str  # WORD/SPEAKER_nohash_N
     path: Path
     word: str

@@ -14,6 +14,7 @@ SPLITS = {name: name for name in VOX_SPLITS}
 
 @dataclass(frozen=True)
 class VoxUtterance:
+    """One VoxCeleb1 utterance: id (``idNNNNN/SESSION/NNNNN``), path, speaker and its iden_split code."""
     id: str  # idNNNNN/SESSION/NNNNN
     path: Path
     speaker: str
@@ -27,6 +28,7 @@ def _root(root: Path) -> Path:
 
 
 def read_voxceleb1(root: str | Path, split: str) -> list[VoxUtterance]:
+    """Every utterance of ``iden_split.txt`` under ``root`` with its split code (1 train, 2 dev, 3 test)."""
     if split not in VOX_SPLITS:
         raise HarnessError(f"unknown VoxCeleb1 split {split!r}; choose from {', '.join(VOX_SPLITS)}")
     base = _root(Path(root))
@@ -61,6 +63,7 @@ def trial_list_name(root: str | Path) -> str:
 
 @dataclass(frozen=True)
 class Trial:
+    """One verification trial: target (same speaker) or not, the enrolment and the test utterance ids."""
     target: bool  # same speaker
     enrol: str  # idNNNNN/SESSION/NNNNN (no extension)
     test: str
@@ -95,4 +98,5 @@ def read_voxceleb1_all(root: str | Path) -> list[VoxUtterance]:
 
 
 def voxceleb1_path(root: str | Path, utt_id: str) -> Path:
+    """The audio file of a VoxCeleb1 utterance id under ``root``."""
     return _root(Path(root)) / "wav" / f"{utt_id}.wav"

@@ -36,11 +36,13 @@ BOOTSTRAP_SEED = 7
 
 
 def sigmoid(steps: np.ndarray, y0: float, plateau: float, t50: float, width: float) -> np.ndarray:
+    """The four-parameter logistic ``y0 + (plateau - y0) / (1 + exp(-(steps - t50) / width))``."""
     return y0 + (plateau - y0) / (1.0 + np.exp(-(np.asarray(steps, float) - t50) / width))
 
 
 @dataclass
 class SigmoidFit:
+    """A fitted logistic of a test metric over pretraining steps: its parameters and the emergence step ``t50``."""
     t50: float
     width: float
     plateau: float
@@ -97,6 +99,7 @@ def fit_sigmoid(steps: Sequence[float], values: Sequence[float]) -> SigmoidFit:
 
 @dataclass
 class CurvePoint:
+    """One (checkpoint step, layer) point of a learning trajectory with its test score."""
     step: int
     score: float
     numerator: np.ndarray  # per test item (the bootstrap resamples these, paired across steps)

@@ -48,10 +48,12 @@ class Record:
 
     @property
     def upstream(self) -> UpstreamRef:
+        """The record's upstream reference."""
         return self.record.upstream
 
     @property
     def task(self) -> str:
+        """The record's task name."""
         return self.record.task
 
 
@@ -231,6 +233,7 @@ def _eer_curves(at: np.ndarray, an: np.ndarray) -> np.ndarray:
 
 @dataclass
 class LayerScore:
+    """One probe's test score with its 95% interval, seeds, dev score and (weighted sums) learned weights."""
     probe: str  # "layer_3" or "weighted..."
     layer: int | str
     name: str  # the upstream's name for the layer
@@ -248,6 +251,7 @@ class LayerScore:
 
 @dataclass
 class Ranking:
+    """Every probe of one (upstream, setting) ranked, with where the choice was made and what the bootstrap resampled."""
     upstream: UpstreamRef
     task: str
     metric: str
@@ -264,6 +268,7 @@ class Ranking:
 
     @property
     def label(self) -> str:
+        """The upstream's display label (with ``(random init)`` for random twins)."""
         return self.upstream.label
 
     def decisive(self, s: LayerScore) -> float:
@@ -528,4 +533,5 @@ def plot(r: Ranking, path: Path) -> Path:
 
 
 def plot_name(r: Ranking) -> str:
+    """The plot's file name: ``TASK__UPSTREAM__SETTING.png``."""
     return f"{r.task}__{slug(r.label)}__{r.setting}.png"

@@ -39,6 +39,7 @@ def choose(r: Ranking, tolerance: float | None = None) -> LayerScore:
 
 @dataclass
 class Cost:
+    """Parameters, GFLOPs per second of audio and median CPU milliseconds per 10 s of audio."""
     params: int
     gflops_per_second: float
     latency_ms: float  # median CPU time for 10 s of audio

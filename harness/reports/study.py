@@ -32,6 +32,7 @@ from harness.reports.figures import save_png
 
 @dataclass
 class StudySpec:
+    """A study page's spec (benchmark config's ``study`` key): output folder, title, task groups, CKA pairs."""
     out: Path
     title: str = "Speech vs speaker models"
     groups: dict[str, list[str]] = field(default_factory=dict)
@@ -41,6 +42,7 @@ class StudySpec:
 
     @classmethod
     def from_config(cls, body: dict, where: str) -> "StudySpec":
+        """Read the ``study`` mapping of a benchmark config; HarnessError naming a bad key."""
         if not isinstance(body, dict) or "out" not in body or "groups" not in body:
             raise HarnessError(f"{where}: study needs 'out' and 'groups' (name -> list of tasks)")
         unknown = set(body) - {"out", "title", "groups", "cka", "split", "cka_frames"}

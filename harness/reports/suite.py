@@ -42,6 +42,7 @@ class SuiteResult:
     study_page: Path | None = None
 
     def format(self) -> str:
+        """The lines ``harness benchmark`` prints: the run summary, then the leaderboards, grids and study page written."""
         lines = [summary(self.outcomes)]
         lines += [f"leaderboard: {p} (and {p.with_name('index.html')})" for p in self.leaderboards]
         lines += [f"checkpoint x layer grid: {p}" for p in self.grids]
@@ -79,6 +80,7 @@ class SeriesResult:
     grid: tuple[Path, Path] | None
 
     def format(self) -> str:
+        """The lines printed for a checkpoint series: the grid's CSV and heatmap paths."""
         if self.grid is None:
             return f"{self.checkpoints} checkpoints"
         return f"{self.checkpoints} checkpoints; checkpoint x layer grid: {self.grid[0]} and {self.grid[1]}"
