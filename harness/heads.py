@@ -91,13 +91,20 @@ class FrameLinear(Head):
 
 
 class CtcLinear(Head):
-    """Linear CTC head (SUPERB PR): log-probabilities ``[batch, frames, vocab + 1]`` (blank 0)."""
+    """Linear CTC head (SUPERB PR): log-probabilities ``[batch, frames, vocab + 1]`` (blank 0).
 
-    def __init__(self, dim: int, vocab: int) -> None:
+    ``proj`` > 0 first projects the features to ``proj`` dimensions with a linear layer (s3prl's
+    ``ctc/libriphone.yaml``: ``project_dim: 256``, no activation between), as SUPERB's PR head
+    does; 0 keeps the single linear layer of the quick protocol."""
+
+    def __init__(self, dim: int, vocab: int, proj: int = 0) -> None:
         super().__init__()
-        self.linear = nn.Linear(dim, vocab + 1)
+        self.proj = nn.Linear(dim, proj) if proj else None
+        self.linear = nn.Linear(proj or dim, vocab + 1)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if self.proj is not None:
+            x = self.proj(x)
         return F.log_softmax(self.linear(x), dim=-1)
 
 

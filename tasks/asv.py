@@ -24,7 +24,6 @@ scored on the test trials, the best test EER reported; recorded in the record's
 from __future__ import annotations
 
 import hashlib
-
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from harness.tasks.families import training_crop
 
+from harness.audio import SAMPLE_RATE
 from harness.config import Field
 from harness.data import read_voxceleb1_all, read_voxceleb1_trials
 from harness.data.voxceleb import trial_list_name
 from harness.errors import HarnessError
-from harness.audio import SAMPLE_RATE
 from harness.heads import SuperbXVectorHead, XVectorHead
 from harness.metrics import equal_error_rate, min_dcf
 from harness.task import (

@@ -172,3 +172,43 @@ def test_records_name_their_protocol_outside_the_identity(tiny_corpus, home, tmp
     (r,) = _run(tiny_corpus, tmp_path, "ic", protocol="quick", overrides={"val_interval": 2})
     data = json.loads(next((tmp_path / "r").rglob("layer_0_seed0.json")).read_text())
     assert data["protocol"] == "quick" and data["selection"] == "dev" and "protocol" not in data["config"]
+
+
+def test_pr_superb_scores_stress_marked_lexicon_phones_of_every_utterance(tiny_corpus, tmp_path):
+    """69 stress-marked phones from the corpus's G2P lexicon, no utterance dropped (quick drops the
+    CMUdict misses), a Linear(D, 256) projection before the CTC layer; a word the lexicon lacks
+    and a phone outside the set are one line each."""
+    import torch
+
+    from harness.errors import HarnessError
+    from harness.heads import CtcLinear
+
+    task = _task("pr")
+    lexicon = {}
+    for line in (tiny_corpus / "LibriSpeech" / "librispeech-lexicon.txt").read_text().splitlines():
+        word, *phones = line.split()
+        lexicon.setdefault(word.lower(), phones)
+    for split, folder in (("train", "train-clean-100"), ("dev", "dev-clean"), ("test", "test-clean")):
+        examples = task.examples(tiny_corpus, split)
+        texts = {}
+        for trans in (tiny_corpus / "LibriSpeech" / folder).rglob("*.trans.txt"):
+            for line in trans.read_text().splitlines():
+                utt, text = line.split(" ", 1)
+                texts[utt] = text
+        assert task.dropped[split] == 0 and sorted(e.id for e in examples) == sorted(texts)  # nothing dropped
+        for e in examples:
+            want = [p for w in texts[e.id].lower().split() for p in lexicon[w]]
+            assert e.reference.split() == want == [task.tokens[i - 1] for i in e.target]
+    assert len(task.tokens) == 69 and {"AH0", "AH1", "AH2", "ZH"} <= set(task.tokens) and "AH" not in task.tokens
+    head = task.build_head(80)
+    assert isinstance(head, CtcLinear) and head.proj.weight.shape == (256, 80) and head.linear.out_features == 70
+    assert head(torch.zeros(2, 5, 80)).shape == (2, 5, 70)
+    quick = _task("pr", "quick")
+    assert len(quick.tokens) == 39 and quick.build_head(80).proj is None
+    short = tmp_path / "lex.txt"
+    short.write_text("\n".join(f"{w}\t{' '.join(p)}" for w, p in list(lexicon.items())[:10]) + "\n")
+    with pytest.raises(HarnessError, match="is not in the lexicon"):
+        _task("pr", lexicon=str(short)).examples(tiny_corpus, "test")
+    short.write_text("HELLO\tHH AH0 L OW5\n")
+    with pytest.raises(HarnessError, match="stress-marked ARPAbet"):
+        _task("pr", lexicon=str(short)).examples(tiny_corpus, "test")
