@@ -108,22 +108,79 @@ class CtcLinear(Head):
         return F.log_softmax(self.linear(x), dim=-1)
 
 
+class SpecAugment(nn.Module):
+    """SpecAugment (Park et al. 2019) on a representation ``[B, T, D]`` during training: per
+    utterance, a time warp (its valid frames split at a random centre that moves by up to
+    ``warp_window`` frames, each side resized by bicubic interpolation), ``freq_masks`` bands of
+    0 to ``freq_width - 1`` feature dimensions and ``time_masks`` spans of 0 to ``time_width - 1``
+    frames set to zero. The defaults are s3prl 0.4.18's ASR recipe (``downstream/asr/config.yaml``,
+    ``specaug``: warp window 5, 4 frequency masks below 50, 2 time masks below 40), as its
+    runner applies it to the featurizer's output before the downstream model. Draws come from
+    torch's global generator (seeded per run); in eval mode the input is returned unchanged."""
+
+    def __init__(self, warp_window: int = 5, freq_masks: int = 4, freq_width: int = 50, time_masks: int = 2,
+                 time_width: int = 40) -> None:
+        super().__init__()
+        self.warp_window, self.freq_masks, self.freq_width = warp_window, freq_masks, freq_width
+        self.time_masks, self.time_width = time_masks, time_width
+
+    def _warp(self, x: torch.Tensor) -> torch.Tensor:
+        """One utterance's valid frames ``[T, D]`` warped in time (unchanged when T <= 2 x window)."""
+        t, w = x.shape[0], self.warp_window
+        if w <= 0 or t - w <= w:
+            return x
+        centre = int(torch.randint(w, t - w, (1,)))
+        moved = int(torch.randint(centre - w, centre + w, (1,))) + 1
+        img = x[None, None]  # [1, 1, T, D]: resize along time only
+        left = F.interpolate(img[:, :, :centre], (moved, x.shape[1]), mode="bicubic", align_corners=False)
+        right = F.interpolate(img[:, :, centre:], (t - moved, x.shape[1]), mode="bicubic", align_corners=False)
+        return torch.cat([left, right], dim=2)[0, 0]
+
+    @staticmethod
+    def _mask(size: int, masks: int, width: int, batch: int, device) -> torch.Tensor:
+        """``[batch, size]`` True where one of ``masks`` random spans of widths in [0, width) falls."""
+        if masks <= 0 or width <= 0:
+            return torch.zeros(batch, size, dtype=torch.bool, device=device)
+        widths = torch.randint(0, width, (batch, masks, 1), device=device)
+        starts = torch.randint(0, max(1, size - int(widths.max())), (batch, masks, 1), device=device)
+        at = torch.arange(size, device=device)[None, None, :]
+        return ((starts <= at) & (at < starts + widths)).any(dim=1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[B, T, D]`` with valid frame counts ``lengths`` ``[B]`` -> the same shape."""
+        if not self.training:
+            return x
+        warped = torch.zeros_like(x)
+        for i, n in enumerate(lengths.tolist()):
+            warped[i, :n] = self._warp(x[i, :n])
+        b, t, d = x.shape
+        freq = self._mask(d, self.freq_masks, self.freq_width, b, x.device)[:, None, :]
+        time = self._mask(t, self.time_masks, self.time_width, b, x.device)[:, :, None]
+        return warped.masked_fill(freq | time, 0.0)
+
+
 class BiLstmCtc(Head):
     """Projection -> BiLSTM stack -> linear CTC output (SUPERB ASR).
 
     ``downsample`` k > 1 concatenates k consecutive projected frames before the LSTM (s3prl's
     RNN downstream does the same with ``sample_style: concat``): output frames = input // k,
-    which makes 100 Hz features as cheap as 50 Hz ones for the sequential LSTM."""
+    which makes 100 Hz features as cheap as 50 Hz ones for the sequential LSTM. ``specaug``:
+    :class:`SpecAugment` on the input features while training (s3prl's ASR recipe);
+    ``final_dropout``: dropout also after the last LSTM layer (torch's LSTM drops out between
+    layers only; s3prl's RNN stack drops out after every layer)."""
 
     def __init__(self, dim: int, vocab: int, proj: int = 1024, hidden: int = 1024, layers: int = 2,
-                 dropout: float = 0.2, downsample: int = 1) -> None:
+                 dropout: float = 0.2, downsample: int = 1, specaug: bool = False,
+                 final_dropout: bool = False) -> None:
         super().__init__()
         if downsample < 1:
             raise ValueError("downsample must be >= 1")
         self.downsample = downsample
+        self.specaug = SpecAugment() if specaug else None
         self.proj = nn.Linear(dim, proj)
         self.lstm = nn.LSTM(proj * downsample, hidden, num_layers=layers, bidirectional=True, batch_first=True,
                             dropout=dropout if layers > 1 else 0.0)
+        self.final_dropout = nn.Dropout(dropout) if final_dropout else None
         self.out = nn.Linear(2 * hidden, vocab + 1)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -131,9 +188,11 @@ class BiLstmCtc(Head):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x ``[B, T, dim]`` -> log-probs ``[B, T // downsample, vocab + 1]``."""
-        h = self.proj(x)
         if lengths is None:
             lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+        if self.specaug is not None:
+            x = self.specaug(x, lengths)
+        h = self.proj(x)
         k = self.downsample
         if k > 1:
             frames = h.shape[1] // k
@@ -143,6 +202,8 @@ class BiLstmCtc(Head):
                                                    enforce_sorted=False)
         h, _ = self.lstm(packed)
         h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1] // k)
+        if self.final_dropout is not None:
+            h = self.final_dropout(h)
         return F.log_softmax(self.out(h), dim=-1)
 
 

@@ -19,6 +19,7 @@ from harness.errors import HarnessError
 from harness.heads import BiLstmCtc, ctc_greedy
 from harness.metrics import error_counts, error_rate
 from harness.task import (
+    BASE_OPTIONAL,
     BASE_SCHEMA,
     Example,
     MetricSpec,
@@ -37,7 +38,10 @@ class SpeechRecognition(CtcTask):
     config_schema = {**BASE_SCHEMA, "metric": Field(str, choices=("wer", "cer")),
                      "head.proj": Field(int, minimum=1), "head.hidden": Field(int, minimum=1),
                      "head.layers": Field(int, minimum=1), "head.dropout": Field(float, minimum=0, maximum=1),
-                     "head.downsample": Field(int, minimum=1)}
+                     "head.downsample": Field(int, minimum=1), "head.specaug": Field(bool),
+                     "head.final_dropout": Field(bool)}
+    # superb turns both on (s3prl's SpecAugment on the representation, dropout after every LSTM layer)
+    optional_config = {**BASE_OPTIONAL, "head.specaug": False, "head.final_dropout": False}
 
     def __init__(self, config: dict) -> None:
         super().__init__(config, CHARS)
@@ -56,7 +60,8 @@ class SpeechRecognition(CtcTask):
     def build_head(self, dim: int):
         h = self.config["head"]
         return BiLstmCtc(dim, len(CHARS), proj=h["proj"], hidden=h["hidden"], layers=h["layers"], dropout=h["dropout"],
-                         downsample=int(h["downsample"]))
+                         downsample=int(h["downsample"]), specaug=bool(self.option("head.specaug")),
+                         final_dropout=bool(self.option("head.final_dropout")))
 
     def predict(self, output, batch):
         texts = []

@@ -69,3 +69,51 @@ def test_superb_xvector_head_is_s3prls_architecture():
     assert torch.allclose(alone[0], torch.relu(head.embed(stats)), atol=1e-5)
     short, _ = head(torch.randn(1, 1, 24), torch.tensor([1]))  # an utterance-level layer still gives an embedding
     assert torch.isfinite(short).all()
+
+
+def test_specaugment_masks_bands_and_spans_warps_only_valid_frames_and_is_off_in_eval():
+    """Written from the recipe: up to 4 frequency bands of < 50 dims and 2 time spans of < 40
+    frames are zero; padding stays zero; the warp keeps each utterance's length and values within
+    its range; the same seed gives the same augmentation; eval returns the input."""
+    from harness.heads import SpecAugment
+
+    aug = SpecAugment()
+    x = torch.rand(3, 120, 200) + 1.0  # strictly positive, so zeros are masks or padding
+    lengths = torch.tensor([120, 80, 30])
+    x[1, 80:] = 0
+    x[2, 30:] = 0
+    aug.eval()
+    assert torch.equal(aug(x, lengths), x)
+    aug.train()
+    torch.manual_seed(0)
+    y = aug(x, lengths)
+    torch.manual_seed(0)
+    assert torch.equal(aug(x, lengths), y)
+    for i, n in enumerate(lengths.tolist()):
+        assert (y[i, n:] == 0).all()
+        valid = y[i, :n]
+        zero_cols = (valid == 0).all(dim=0)  # frequency bands masked over every frame
+        zero_rows = (valid == 0).all(dim=1)
+        assert int(zero_cols.sum()) <= 4 * 49 and int(zero_rows.sum()) <= 2 * 39
+        kept = valid[~zero_rows][:, ~zero_cols]
+        lo, hi = x[i, :n].min(), x[i, :n].max()
+        assert kept.numel() and (kept >= lo - 0.2).all() and (kept <= hi + 0.2).all()  # bicubic may overshoot a little
+    torch.manual_seed(1)
+    warped = SpecAugment(freq_masks=0, time_masks=0).train()(x, lengths)
+    assert not torch.equal(warped[0], x[0]) and warped.shape == x.shape
+    assert torch.equal(SpecAugment(warp_window=5, freq_masks=0, time_masks=0).train()(x[:, :10], torch.tensor([10, 10, 10])),
+                       x[:, :10])  # shorter than two windows: no warp
+
+
+def test_asr_superb_head_augments_and_drops_out_after_the_last_layer():
+    head = BiLstmCtc(16, 28, proj=8, hidden=8, layers=2, dropout=0.5, specaug=True, final_dropout=True)
+    x, lengths = torch.rand(2, 60, 16), torch.tensor([60, 40])
+    head.eval()
+    assert torch.equal(head(x, lengths), head(x, lengths))  # nothing random in eval
+    head.train()
+    torch.manual_seed(0)
+    a = head(x, lengths)
+    torch.manual_seed(1)
+    assert not torch.equal(a, head(x, lengths)) and a.shape == (2, 60, 29)
+    plain = BiLstmCtc(16, 28, proj=8, hidden=8, layers=2, dropout=0.5)
+    assert plain.specaug is None and plain.final_dropout is None
