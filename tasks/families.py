@@ -29,6 +29,7 @@ from harness.heads import FrameLinear, Head, SpanLinear, UtteranceHead
 from harness.levels import spans, to_spans, vocabulary
 from harness.metrics import accuracy
 from harness.task import (
+    BASE_OPTIONAL,
     BASE_SCHEMA,
     Example,
     LabelMap,
@@ -186,11 +187,29 @@ class SpanClassificationTask(Task):
         return counted_accuracy(predictions, examples)
 
 
+def s3prl_frame_index(label_frames: int, feature_frames: int) -> np.ndarray:
+    """For each 10 ms label frame, the feature frame s3prl's ``phone_linear`` scores it with:
+    features are tiled ``round(labels / features)`` times when that is above 1 (a 50 Hz model
+    covers two labels per frame), then cut to the labels' length or padded by repeating the last
+    frame (``expert._match_length``). Returns ``[label_frames]`` indices into the features. The
+    match is done per utterance here (s3prl matches the padded batch, so its shorter
+    utterances' last labels can meet padding)."""
+    if feature_frames <= 0:
+        return np.zeros(label_frames, dtype=np.int64)
+    factor = max(1, int(round(label_frames / feature_frames)))
+    return np.minimum(np.arange(label_frames) // factor, feature_frames - 1).astype(np.int64)
+
+
 class FrameClassificationTask(Task):
     """One class per 10 ms label frame of LibriSpeech utterances (s3prl ``phone_linear``,
-    word position). ``Example.target``: int array of 10 ms labels; feature frame j takes the
-    label at its centre sample (see :func:`harness.task.frame_targets`). Head: a linear layer
-    per frame; accuracy over all labelled frames of a split.
+    word position). ``Example.target``: int array of 10 ms labels. ``alignment``:
+
+    - ``centre`` (the quick protocol's, neutral): feature frame j takes the label at its centre
+      sample (:func:`harness.task.frame_targets`); accuracy over the feature frames that have one;
+    - ``s3prl`` (``superb``): every label frame is scored, by the feature frame
+      :func:`s3prl_frame_index` gives it (label j <-> frame j at 100 Hz; each frame twice at 50 Hz).
+
+    Head: a linear layer per frame; accuracy over all labelled frames of a split.
 
     Subclasses set ``name`` and implement :meth:`examples` and :attr:`num_classes`.
     """
@@ -198,6 +217,8 @@ class FrameClassificationTask(Task):
     level = "frame"
     dataset = "librispeech"
     metric = MetricSpec("accuracy", higher_is_better=True)
+    config_schema = {**BASE_SCHEMA, "alignment": Field(str, choices=("centre", "s3prl"))}
+    optional_config = {**BASE_OPTIONAL, "alignment": "centre"}
 
     @property
     def num_classes(self) -> int:
@@ -208,15 +229,33 @@ class FrameClassificationTask(Task):
         return FrameLinear(dim, self.num_classes)
 
     def batch_targets(self, examples, frames, hop, offset=0):
-        return {"targets": frame_targets([e.target for e in examples], frames, hop, offset)}
+        if self.option("alignment") != "s3prl":
+            return {"targets": frame_targets([e.target for e in examples], frames, hop, offset)}
+        width = max(len(e.target) for e in examples)
+        targets = torch.full((len(examples), width), -100, dtype=torch.long)
+        index = torch.zeros((len(examples), width), dtype=torch.long)
+        for i, (e, n) in enumerate(zip(examples, frames.tolist())):
+            targets[i, : len(e.target)] = torch.as_tensor(np.asarray(e.target), dtype=torch.long)
+            index[i, : len(e.target)] = torch.from_numpy(s3prl_frame_index(len(e.target), int(n)))
+        return {"targets": targets, "frame_index": index}
+
+    @staticmethod
+    def _per_target(output: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The logits each target is scored with: ``[B, targets, classes]``."""
+        y = batch["targets"]
+        if "frame_index" in batch:
+            index = batch["frame_index"].to(output.device)
+            return output.gather(1, index[..., None].expand(-1, -1, output.shape[-1]))
+        return output[:, : y.shape[1]]
 
     def loss(self, output, batch):
         y = batch["targets"]
-        return F.cross_entropy(output[:, : y.shape[1]].reshape(-1, output.shape[-1]), y.reshape(-1), ignore_index=-100)
+        logits = self._per_target(output, batch)
+        return F.cross_entropy(logits.reshape(-1, output.shape[-1]), y.reshape(-1), ignore_index=-100)
 
     def predict(self, output, batch):
         y = batch["targets"]
-        hit = (output[:, : y.shape[1]].argmax(-1) == y) & (y >= 0)
+        hit = (self._per_target(output, batch).argmax(-1) == y) & (y >= 0)
         return [(int(h.sum()), int((t >= 0).sum())) for h, t in zip(hit.cpu(), y.cpu())]
 
     def score(self, predictions, examples):

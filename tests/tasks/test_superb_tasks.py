@@ -212,3 +212,43 @@ def test_pr_superb_scores_stress_marked_lexicon_phones_of_every_utterance(tiny_c
     short.write_text("HELLO\tHH AH0 L OW5\n")
     with pytest.raises(HarnessError, match="stress-marked ARPAbet"):
         _task("pr", lexicon=str(short)).examples(tiny_corpus, "test")
+
+
+def test_phone_superb_uses_s3prls_split_lists_and_frame_matching(tiny_corpus, home, tmp_path):
+    """Train/dev from train_split.txt as s3prl's PhoneDataset splits it (global random seeded
+    1337, written here the way s3prl writes it), test from test_split.txt, all train-clean-100
+    audio; each label frame scored by the feature frame s3prl's _match_length gives it."""
+    import random
+
+    import torch
+
+    from harness.tasks.families import s3prl_frame_index
+
+    folder = tiny_corpus / "libri_phone_s3prl"
+    lines = (folder / "train_split.txt").read_text().splitlines(keepends=True)
+    state = random.getstate()
+    random.seed(1337)
+    random.shuffle(lines)
+    random.setstate(state)
+    cut = int(len(lines) * 0.9)
+    want = {"train": [x.strip() for x in lines[:cut]], "dev": [x.strip() for x in lines[cut:]],
+            "test": (folder / "test_split.txt").read_text().split()}
+    task = _task("phone")
+    for split, ids in want.items():
+        assert [e.id for e in task.examples(tiny_corpus, split)] == ids
+
+    def s3prl_match(label_len: int, input_len: int) -> list[int]:  # expert._match_length on frame numbers
+        inputs = torch.arange(input_len, dtype=torch.float)[None, :, None]
+        factor = int(round(label_len / input_len))
+        if factor > 1:
+            inputs = inputs.repeat(1, 1, factor).reshape(1, input_len * factor, 1)
+        if inputs.size(1) > label_len:
+            inputs = inputs[:, :label_len]
+        elif inputs.size(1) < label_len:
+            inputs = torch.cat([inputs, inputs[:, -1:].repeat(1, label_len - inputs.size(1), 1)], dim=1)
+        return inputs[0, :, 0].long().tolist()
+
+    for labels, frames in [(100, 100), (100, 98), (100, 103), (101, 50), (100, 49), (99, 51), (7, 2), (5, 5)]:
+        assert s3prl_frame_index(labels, frames).tolist() == s3prl_match(labels, frames), (labels, frames)
+    (record, *_), = [_run(tiny_corpus, tmp_path, "phone", layer="0", overrides={"batch_size": 4})]
+    assert record.test_utterances == len(want["test"]) and record.task == "phone"
