@@ -116,13 +116,17 @@ class SpecAugment(nn.Module):
     frames set to zero. The defaults are s3prl 0.4.18's ASR recipe (``downstream/asr/config.yaml``,
     ``specaug``: warp window 5, 4 frequency masks below 50, 2 time masks below 40), as its
     runner applies it to the featurizer's output before the downstream model. Draws come from
-    torch's global generator (seeded per run); in eval mode the input is returned unchanged."""
+    torch's global generator (seeded per run); in eval mode the input is returned unchanged.
+
+    ``adaptive`` (s3prl's SNIPS recipe, ``downstream/ctc/snips.yaml``): the time masks scale with
+    the padded length T: ``min(int(0.04 T), 20)`` of them, each narrower than
+    ``min(time_width, int(0.04 T))`` frames."""
 
     def __init__(self, warp_window: int = 5, freq_masks: int = 4, freq_width: int = 50, time_masks: int = 2,
-                 time_width: int = 40) -> None:
+                 time_width: int = 40, adaptive: bool = False) -> None:
         super().__init__()
         self.warp_window, self.freq_masks, self.freq_width = warp_window, freq_masks, freq_width
-        self.time_masks, self.time_width = time_masks, time_width
+        self.time_masks, self.time_width, self.adaptive = time_masks, time_width, adaptive
 
     def _warp(self, x: torch.Tensor) -> torch.Tensor:
         """One utterance's valid frames ``[T, D]`` warped in time (unchanged when T <= 2 x window)."""
@@ -154,8 +158,11 @@ class SpecAugment(nn.Module):
         for i, n in enumerate(lengths.tolist()):
             warped[i, :n] = self._warp(x[i, :n])
         b, t, d = x.shape
+        masks, width = self.time_masks, self.time_width
+        if self.adaptive:
+            masks, width = min(int(0.04 * t), 20), min(width, int(0.04 * t))
         freq = self._mask(d, self.freq_masks, self.freq_width, b, x.device)[:, None, :]
-        time = self._mask(t, self.time_masks, self.time_width, b, x.device)[:, :, None]
+        time = self._mask(t, masks, width, b, x.device)[:, :, None]
         return warped.masked_fill(freq | time, 0.0)
 
 
@@ -170,13 +177,13 @@ class BiLstmCtc(Head):
     layers only; s3prl's RNN stack drops out after every layer)."""
 
     def __init__(self, dim: int, vocab: int, proj: int = 1024, hidden: int = 1024, layers: int = 2,
-                 dropout: float = 0.2, downsample: int = 1, specaug: bool = False,
+                 dropout: float = 0.2, downsample: int = 1, specaug: bool | str = False,
                  final_dropout: bool = False) -> None:
         super().__init__()
         if downsample < 1:
             raise ValueError("downsample must be >= 1")
         self.downsample = downsample
-        self.specaug = SpecAugment() if specaug else None
+        self.specaug = SpecAugment(adaptive=specaug == "adaptive") if specaug else None
         self.proj = nn.Linear(dim, proj)
         self.lstm = nn.LSTM(proj * downsample, hidden, num_layers=layers, bidirectional=True, batch_first=True,
                             dropout=dropout if layers > 1 else 0.0)

@@ -40,13 +40,19 @@ S3PRL = {
     # asr/config.yaml
     "asr": {"optimizer": "adam", "lr": 1e-4, "batch_size": 32, "accumulate": 1, "max_steps": 200_000,
             "val_interval": 2_000, "grad_clip": 1.0, "head.proj": 1024, "head.hidden": 1024, "head.layers": 2,
-            "head.dropout": 0.2},
-    # ctc/libriphone.yaml
+            "head.dropout": 0.2, "head.specaug": True, "head.final_dropout": True},  # + specaug block, RNNs
+    # ctc/libriphone.yaml (project_dim 256; corpus/libriphone.py: the G2P lexicon's phones)
     "pr": {"optimizer": "adam", "lr": 1e-2, "batch_size": 16, "accumulate": 2, "max_steps": 100_000,
-           "val_interval": 1_000, "grad_clip": 1.0},
-    # phone_linear/config.yaml (optimizer name AdamW: s3prl/optimizers.py's AdamW, weight decay 0, eps 1e-7)
+           "val_interval": 1_000, "grad_clip": 1.0, "head.proj": 256, "lexicon": "librispeech"},
+    # phone_linear/config.yaml (optimizer name AdamW: s3prl/optimizers.py's AdamW, weight decay 0, eps 1e-7),
+    # dataset.py (train_split.txt / test_split.txt, train_dev_seed 1337) and expert.py (_match_length)
     "phone": {"optimizer": "adamw", "lr": 2e-4, "weight_decay": 0.0, "eps": 1e-7, "batch_size": 32, "accumulate": 1,
-              "max_steps": 500_000, "val_interval": 10_000, "grad_clip": 1.0},
+              "max_steps": 500_000, "val_interval": 10_000, "grad_clip": 1.0, "label_splits": "s3prl",
+              "alignment": "s3prl"},
+    # ctc/snips.yaml
+    "sf": {"optimizer": "adam", "lr": 1e-4, "batch_size": 32, "accumulate": 1, "max_steps": 200_000,
+           "val_interval": 2_000, "grad_clip": 1.0, "head.proj": 1024, "head.hidden": 1024, "head.layers": 2,
+           "head.dropout": 0.2, "head.final_dropout": True, "head.specaug": "adaptive"},
 }
 
 

@@ -252,3 +252,36 @@ def test_phone_superb_uses_s3prls_split_lists_and_frame_matching(tiny_corpus, ho
         assert s3prl_frame_index(labels, frames).tolist() == s3prl_match(labels, frames), (labels, frames)
     (record, *_), = [_run(tiny_corpus, tmp_path, "phone", layer="0", overrides={"batch_size": 4})]
     assert record.test_utterances == len(want["test"]) and record.task == "phone"
+
+
+def test_slot_filling_metrics_follow_s3prls_definitions():
+    """Written from s3prl's metric.py definitions: per-utterance slot-type F1 (both empty 1, one
+    empty 0), averaged; slot-value CER with each reference value against the closest hypothesis
+    value of its type, an absent type counting the whole value as errors."""
+    from harness.tasks.sf import slot_type_f1, slot_value_edits, slots_of
+
+    ref = "ADD B-artist RUBY HILL E-artist TO MY B-playlist STUDY E-playlist"
+    assert slots_of(ref) == {"artist": ["RUBY HILL"], "playlist": ["STUDY"]}
+    assert slot_type_f1(ref, ref) == 1.0 and slot_type_f1("PLAY IT", "PLAY IT") == 1.0
+    assert slot_type_f1("PLAY IT", ref) == 0.0 and slot_type_f1(ref, "PLAY IT") == 0.0
+    hyp = "ADD B-artist RUBY HIL E-artist TO B-city MY E-city"
+    precision, recall = 1 / 2, 1 / 2  # artist right, city wrong; playlist missed
+    assert slot_type_f1(hyp, ref) == pytest.approx(2 * precision * recall / (precision + recall))
+    # artist: RUBY HIL vs RUBY HILL = 1 edit of 9; playlist absent: STUDY, 5 edits of 5
+    assert slot_value_edits(hyp, ref) == (1 + 5, 9 + 5)
+    two = "B-artist RUBY HUL E-artist AND B-artist RUBY HILL E-artist"
+    assert slot_value_edits(two, "B-artist RUBY HILL E-artist") == (0, 9)  # the closest value counts
+
+
+def test_slot_filling_runs_and_reports_f1_and_value_cer(tiny_corpus, home, tmp_path):
+    task = _task("sf", "quick")
+    examples = task.examples(tiny_corpus, "test")
+    assert examples and all(task.decode(e.target) == e.reference for e in examples)
+    assert any("B-" in e.reference for e in examples)
+    records = _run(tiny_corpus, tmp_path, "sf", protocol="quick", layer="0",
+                   overrides={"batch_size": 4, "head": {"proj": 8, "hidden": 8, "layers": 1}})
+    r = records[0]
+    assert r.metric.name == "slot_type_f1" and r.metric.higher_is_better
+    assert set(r.test) == {"slot_type_f1", "slot_value_cer"} and 0 <= r.test["slot_type_f1"] <= 1
+    outcomes = read_outcomes(next((tmp_path / "r").rglob("layer_0_seed0.json")))
+    assert outcomes.value == pytest.approx(r.test["slot_type_f1"])
