@@ -43,10 +43,11 @@ def with_test_set(tiny_corpus, tmp_path_factory):
     """The tiny corpus plus a small separate Speech Commands test archive laid out as the real
     one (a folder per class, _silence_ and _unknown_ included)."""
     root = tmp_path_factory.mktemp("with-test-set")
-    for item in tiny_corpus.iterdir():
-        (root / item.name).symlink_to(item)
-    sc = tiny_corpus / "speech_commands_v0.01"
     test = root / "speech_commands_test_set_v0.01"
+    for item in tiny_corpus.iterdir():
+        if item.name != test.name:  # the corpus's own test archive is replaced by the one built here
+            (root / item.name).symlink_to(item)
+    sc = tiny_corpus / "speech_commands_v0.01"
     listed = [line for line in (sc / "testing_list.txt").read_text().split() if line]
     for rel in listed[:12]:
         word = rel.split("/")[0]
@@ -104,11 +105,16 @@ def test_ks_superb_reads_the_separate_test_set_and_balances_training(with_test_s
     assert len(quick.examples(with_test_set, "test")) != 15  # quick keeps testing_list.txt
 
 
-def test_ks_superb_without_the_separate_test_set_says_how_to_proceed(tiny_corpus):
+def test_ks_superb_without_the_separate_test_set_says_how_to_proceed(tiny_corpus, tmp_path):
     from harness.errors import HarnessError
 
+    root = tmp_path / "without"  # the corpus less its separate test archive, as a training archive alone
+    root.mkdir()
+    for item in tiny_corpus.iterdir():
+        if item.name != "speech_commands_test_set_v0.01":
+            (root / item.name).symlink_to(item)
     with pytest.raises(HarnessError, match="speech_commands_test_set_v0.01.*test_set=lists"):
-        _task("ks").examples(tiny_corpus, "test")
+        _task("ks").examples(root, "test")
 
 
 def test_er_superb_splits_the_other_sessions_at_random(tiny_corpus):
@@ -153,7 +159,7 @@ def test_asv_superb_head_drops_short_training_utterances_and_records_the_selecti
 
 
 def test_a_run_prints_its_protocol_steps_and_estimate_before_training(tiny_corpus, tmp_path):
-    from harness.probing.estimate import TrainingEstimate, announce
+    from harness.probing.announce import TrainingEstimate, announce
 
     env = dict(os.environ, HARNESS_HOME=str(tmp_path / "home"))
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--upstream", "fbank", "--task", "ic",
