@@ -6,12 +6,11 @@ import json
 import math
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from harness.probing.engine import finished_records
+from harness.probing.identity import finished_paths
 from harness.records import (
     MetricSpec,
     Outcomes,
@@ -125,14 +124,14 @@ def test_a_run_with_outcomes_in_either_form_is_finished(tmp_path):
     rec = _record()
     out = Outcomes.accuracy(["a"], [1])
     path = write_record(tmp_path, rec, out)
-    plan = SimpleNamespace(config={"max_steps": rec.steps}, probes=[SimpleNamespace(key=rec.probe)],
-                           out_dir=tmp_path / rec.upstream.folder / rec.task, request=SimpleNamespace(seed=rec.seed),
-                           key=rec.run_key)
-    assert finished_records(plan) == [path]
+    def finished():
+        return finished_paths(tmp_path / rec.upstream.folder / rec.task, [rec.probe], rec.seed, rec.run_key, rec.steps)
+
+    assert finished() == [path]
     _legacy(path, out)
-    assert finished_records(plan) == [path]
+    assert finished() == [path]
     find_outcomes(path).unlink()  # a record without outcomes is not a finished run
-    assert finished_records(plan) is None
+    assert finished() is None
 
 
 def test_setting_ids_separate_what_was_measured_differently():
