@@ -46,6 +46,12 @@ class Record:
     outcomes: Outcomes
     dev_outcomes: Outcomes | None = None  # None for records written before dev outcomes were kept
 
+    @classmethod
+    def read(cls, path: Path) -> "Record":
+        """The record file ``path`` with its test and (when kept) dev outcomes. Raises
+        ValueError for unreadable files and FileNotFoundError without outcomes."""
+        return cls(Path(path), read_record(path), read_outcomes(path), read_dev_outcomes(path))
+
     @property
     def upstream(self) -> UpstreamRef:
         """The record's upstream reference."""

@@ -17,7 +17,6 @@ import yaml
 
 from harness.probing.benchmark import Outcome, load_config, run_benchmark
 from harness.probing.engine import RunRequest, run
-from harness.records import read_outcomes, read_record
 from harness.reports.leaderboard import build as build_leaderboard
 from harness.reports.ranking import Record, rank
 from harness.reports.study import StudySpec
@@ -99,7 +98,7 @@ def run_series(request: RunRequest, specs: Sequence[str]) -> SeriesResult:
 
 def summary(outcomes: list[Outcome]) -> str:
     """Best layer per (upstream, task) of the runs just made, with the 95% interval."""
-    recs = [Record(p, read_record(p), read_outcomes(p)) for o in outcomes for p in o.paths]
+    recs = [Record.read(p) for o in outcomes for p in o.paths]
     lines = [f"{'task':<7}{'upstream':<36}{'metric':<10}{'best layer':<20}{'score':>8}  95% CI"]
     for r in sorted(rank(recs), key=lambda r: (r.task, -r.best.score if r.higher_is_better else r.best.score)
                     if r.layers else (r.task, 0)):
