@@ -99,7 +99,7 @@ def main() -> None:
 
     from harness.probing.engine import RunRequest, run
 
-    from harness.cli import embedded_corpus_dir
+    from harness.corpus.layout import embedded_corpus_dir
 
     data_root = Path(args.data_root) if args.data_root else embedded_corpus_dir()
     if not (data_root / "corpus.json").exists() and not args.data_root:

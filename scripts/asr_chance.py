@@ -27,7 +27,7 @@ def rates(refs: list[str], hyps: list[str]) -> tuple[float, float]:
 
 
 def main() -> int:
-    from harness.cli import embedded_corpus_dir
+    from harness.corpus.layout import embedded_corpus_dir
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", type=Path, default=None)
