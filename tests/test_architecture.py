@@ -53,3 +53,23 @@ def test_every_public_function_class_and_method_has_a_docstring():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "undocumented.py")], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout == "", proc.stdout
+
+
+def test_every_harness_import_of_the_bench_and_scripts_resolves():
+    """bench/ and scripts/ are not imported by the suite; a name that moved in the package
+    (harness.cli.embedded_corpus_dir did) would only fail when someone runs them."""
+    import ast
+    import importlib
+
+    bad = []
+    for path in sorted((ROOT / "bench").rglob("*.py")) + sorted((ROOT / "scripts").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "harness":
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(module, alias.name):
+                        try:
+                            importlib.import_module(f"{node.module}.{alias.name}")
+                        except ImportError:
+                            bad.append(f"{path.relative_to(ROOT)}: {node.module}.{alias.name}")
+    assert not bad, bad
