@@ -6,7 +6,8 @@ For every (upstream, task) with grid records under ``--grid`` (``harness run --l
 --lr-grid ...``), the single-lr records of the same setting without the grid are looked up under
 ``--single`` (same corpus, config but ``lr_grid``, steps, seed, harness version), both are ranked
 as ``harness report`` ranks them (95% bootstrap intervals over test utterances, ``~best`` from
-the paired bootstrap), and one row is printed: the best layer and ``~best`` set with one lr and
+the paired bootstrap; both on test, because the single-lr records predate kept dev outcomes: the
+grid itself is still chosen per layer on dev), and one row is printed: the best layer and ``~best`` set with one lr and
 with the grid (with the lr dev chose for that layer), whether the best layer moved and by how
 many layers, and the weighted-sum minus best-single-layer gap with one lr, with the grid, and
 its change, each with a 95% interval from one paired bootstrap over test utterances (the same
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,10 @@ def _setting_without_grid(record) -> dict:
 
 def pairs(grid_root: Path, single_root: Path) -> list[tuple[list[Record], list[Record]]]:
     """(grid records, single-lr records of the same setting) per (upstream, task), seed 0."""
-    grid = [r for r in load_records(grid_root) if r.record.config.get("lr_grid") and r.record.batch_seed is None]
+    # both sides decide best and ~best on the same split: the committed single-lr records predate
+    # kept dev outcomes, so the grid records' dev outcomes are set aside and both rank on test
+    grid = [replace(r, dev_outcomes=None) for r in load_records(grid_root)
+            if r.record.config.get("lr_grid") and r.record.batch_seed is None]
     single = [r for r in load_records(single_root) if not r.record.config.get("lr_grid") and
               r.record.batch_seed is None]
     by_setting = defaultdict(list)
