@@ -19,9 +19,9 @@ only the missing ones are synthesised.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import shutil
+import signal
 import sys
 import time
 from collections import defaultdict
@@ -346,6 +346,71 @@ def _assemble_later(paths: CorpusPaths, profile: Profile, seed: int, by_corpus: 
 
 
 # --------------------------------------------------------------------------- entry
+def _synthesise_forked(out: Path, todo: list[dict], n_workers: int, bar) -> dict[str, dict]:
+    """Run every job in a child forked for it alone (espeak's state never carries over), at most
+    ``n_workers`` at a time; returns {utterance: record} from the sidecars the children write.
+
+    Plain ``os.fork`` and ``os.wait``, no ``multiprocessing.Pool``: a pool that replaces each
+    worker after one task forked replacements while its handler threads held its queue's lock,
+    and ``harness`` under a loaded test run hung for good in such a worker's lock. A child that
+    fails writes its one-line reason beside the sidecars; the parent stops the others and
+    raises it. Ctrl-C (KeyboardInterrupt in the parent) stops every child before it returns."""
+    errors = out / ".build" / "errors"
+    errors.mkdir(parents=True, exist_ok=True)
+    pending = list(reversed(todo))
+    running: dict[int, dict] = {}
+    records: dict[str, dict] = {}
+
+    def start(job: dict) -> None:
+        pid = os.fork()
+        if pid == 0:  # the child: synthesise, leave the sidecar (or a reason), exit without cleanup
+            code = 1
+            try:
+                synth.ignore_interrupts()
+                result = synth.run_job(job)
+                if "error" in result:
+                    (errors / job["utt"].replace("/", "__")).write_text(result["error"])
+                else:
+                    code = 0
+            except BaseException as exc:  # noqa: BLE001  (anything, reported by the parent in one line)
+                try:
+                    (errors / job["utt"].replace("/", "__")).write_text(f"{type(exc).__name__}: {exc}")
+                except OSError:
+                    pass
+            finally:
+                os._exit(code)
+        running[pid] = job
+
+    def stop_all() -> None:
+        for pid in list(running):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            running.pop(pid, None)
+
+    try:
+        while pending or running:
+            while pending and len(running) < n_workers:
+                start(pending.pop())
+            pid, status = os.wait()
+            job = running.pop(pid, None)
+            if job is None:
+                continue
+            if os.waitstatus_to_exitcode(status) != 0:
+                reason = errors / job["utt"].replace("/", "__")
+                stop_all()
+                raise HarnessError(reason.read_text() if reason.exists() else
+                                   f"synthesising {job['utt']} failed (exit status {os.waitstatus_to_exitcode(status)})")
+            records[job["utt"]] = json.loads(synth.sidecar_path(out, job).read_text())
+            bar.update(1)
+    except BaseException:
+        stop_all()
+        raise
+    return records
+
+
 def build(out: Path, profile_name: str = "default", seed: int = 0, workers: int | None = None,
           progress: bool = True, layouts=None) -> dict:
     """Build (or finish building) a corpus at ``out``; returns its metadata.
@@ -416,18 +481,11 @@ def build(out: Path, profile_name: str = "default", seed: int = 0, workers: int 
     if todo:
         from tqdm import tqdm
 
-        ctx = mp.get_context("fork")
         n_workers = workers or min(2, os.cpu_count() or 1)
-        with ctx.Pool(n_workers, maxtasksperchild=1, initializer=synth.ignore_interrupts) as pool:
-            bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="utt", desc="synthesising",
-                       disable=not progress, file=sys.stderr)
-            for result in pool.imap_unordered(synth.run_job, todo, chunksize=1):
-                if "error" in result:
-                    pool.terminate()
-                    raise HarnessError(result["error"])
-                records[result["ok"]["utt"]] = result["ok"]
-                bar.update(1)
-            bar.close()
+        bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="utt", desc="synthesising",
+                   disable=not progress, file=sys.stderr)
+        records.update(_synthesise_forked(out, todo, n_workers, bar))
+        bar.close()
     synth_seconds = time.time() - t0
     meta = _assemble(out, profile, seed, speakers, jobs, records, espeak_version, wanted)
     for stray in out.rglob(".*.tmp*"):  # temp files of a killed earlier run
