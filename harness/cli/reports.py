@@ -45,7 +45,8 @@ def _recommend(args: argparse.Namespace) -> int:
     from harness.reports.recommend import recommend
 
     rankings = rank(load_records(Path(args.results), args.upstream, args.task), unit=args.unit)
-    print(recommend(rankings, args.upstream, args.task, args.tolerance, args.random_init, args.export).format())
+    print(recommend(rankings, args.upstream, args.task, args.tolerance, args.random_init, args.export,
+                    setting=args.setting).format())
     return 0
 
 
@@ -125,6 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rc.add_argument("--tolerance", type=float, help="max metric difference from the best (default: not significantly worse)")
     rc.add_argument("--export", help="write the truncated model here (HF directory)")
     rc.add_argument("--random-init", action="store_true", help="the random-weights twin's records instead")
+    rc.add_argument("--setting", help="the setting id to use when several exist (as `harness report` shows them)")
     rc.add_argument("--unit", choices=["utterance", "speaker"], default="utterance",
                     help="what the bootstrap resamples (as in harness report)")
     rc.set_defaults(func=_recommend)

@@ -157,14 +157,15 @@ class Recommendation:
 
 
 def recommend(rankings: list[Ranking], upstream: str, task: str, tolerance: float | None = None,
-              random_init: bool = False, export_to: Path | None = None, measure_costs: bool = True
-              ) -> Recommendation:
+              random_init: bool = False, export_to: Path | None = None, measure_costs: bool = True,
+              setting: str | None = None) -> Recommendation:
     """The recommendation for ``upstream`` on ``task`` from its rankings
     (:func:`harness.reports.ranking.rank` of its records): the lowest layer not significantly
     worse than the best (or within ``tolerance``), with the costs of truncating there and,
     with ``export_to``, the truncated model written. ``random_init`` picks the random-weights
-    twin's records instead of the trained model's. Raises HarnessError when there are no
-    single-layer results.
+    twin's records instead of the trained model's; ``setting`` (an id ``harness report`` shows)
+    one of several settings, else the first by id with a note. Raises HarnessError when there
+    are no single-layer results or no such setting.
 
     Example::
 
@@ -177,9 +178,15 @@ def recommend(rankings: list[Ranking], upstream: str, task: str, tolerance: floa
         raise HarnessError(f"no single-layer results for {upstream}{twin} / {task}; run `harness run --layer all` "
                            "first")
     notes = []
+    if setting is not None:
+        chosen = [r for r in mine if r.setting == setting]
+        if not chosen:
+            raise HarnessError(f"no setting {setting} of {mine[0].label} / {task}; found "
+                               f"{', '.join(r.setting for r in mine)}")
+        mine = chosen
     if len(mine) > 1:
         notes.append(f"{len(mine)} settings of {mine[0].label} found ({', '.join(r.setting for r in mine)}); "
-                     f"using setting {mine[0].setting}")
+                     f"using setting {mine[0].setting} (--setting to choose)")
     r = mine[0]
     if r.units < FEW_UNITS:
         notes.append(f"the intervals rest on {r.units} test {r.unit}s; with fewer than {FEW_UNITS} they are too wide "
