@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.errors import HarnessError
 from harness.fsutil import default_home, write_text
 from harness.heads import Featurizer, Probe
 from harness.probing.engine import RunRequest, prepare, run
@@ -49,6 +50,8 @@ def run_harness(task: str, peer: dict, upstream: str, data_root: Path, out: Path
     overrides = {"val_interval": steps}
     if task == "pr" and lexicon:
         overrides["lexicon"] = lexicon
+    if task == "ks" and not (Path(data_root) / "speech_commands_test_set_v0.01").is_dir():
+        overrides["test_set"] = "lists"  # as s3prl's side did: its test folder was built from testing_list.txt
     req = RunRequest(upstream=upstream, task=task, layer="0", data_root=data_root, out=out / "records", seed=seed,
                      max_steps=steps, overrides=overrides, protocol="superb", progress=False)
     start = time.perf_counter()
@@ -115,7 +118,12 @@ def main(argv=None) -> int:
             ours = json.loads(mine.read_text())
         else:
             print(f"[peer_harness] {task}: {peer['steps']} steps, seed {peer['seed']}", file=sys.stderr, flush=True)
-            ours = run_harness(task, peer, args.upstream, args.data_root or Path(peer["data_root"]), out, args.lexicon)
+            try:
+                ours = run_harness(task, peer, args.upstream, args.data_root or Path(peer["data_root"]), out,
+                                   args.lexicon)
+            except HarnessError as exc:
+                print(f"{task}: {exc}", file=sys.stderr)
+                continue
             write_text(mine, json.dumps(ours, indent=2, default=str) + "\n")
         pairs.append((peer, ours))
     if not pairs:
