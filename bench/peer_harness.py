@@ -50,6 +50,8 @@ def run_harness(task: str, peer: dict, upstream: str, data_root: Path, out: Path
     overrides = {"val_interval": steps}
     if task == "pr" and lexicon:
         overrides["lexicon"] = lexicon
+    if task == "er":
+        overrides["folds"] = [int(peer.get("er_fold", 1))]  # s3prl's side ran one fold
     if task == "ks" and not (Path(data_root) / "speech_commands_test_set_v0.01").is_dir():
         overrides["test_set"] = "lists"  # as s3prl's side did: its test folder was built from testing_list.txt
     req = RunRequest(upstream=upstream, task=task, layer="0", data_root=data_root, out=out / "records", seed=seed,
