@@ -73,6 +73,21 @@ def run_harness(task: str, peer: dict, upstream: str, data_root: Path, out: Path
             "config": record.config, "records": str(paths[0].parent)}
 
 
+def peer_interval(record: dict) -> list[float] | None:
+    """95% percentile bootstrap of an s3prl record's test outcomes over test utterances (the same
+    resampling this side uses; ASV records are left without one here)."""
+    from harness.records import Outcomes
+
+    rows = record.get("test_outcomes") or []
+    if not rows or not ("correct" in rows[0] or "errors" in rows[0]):
+        return None
+    ids = [str(r["id"]) for r in rows]
+    outcomes = Outcomes.accuracy(ids, [r["correct"] for r in rows]) if "correct" in rows[0] else \
+        Outcomes.error_rate(ids, [r["errors"] for r in rows], [r["length"] for r in rows])
+    reps = _stat(outcomes, resampling(outcomes, "utterance", np.random.default_rng(BOOTSTRAP_SEED), N_BOOTSTRAP))
+    return [float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))]
+
+
 def _fmt(x) -> str:
     return "-" if x is None else f"{x:.3f}"
 
@@ -110,6 +125,8 @@ def main(argv=None) -> int:
             print(f"{task}: no s3prl record {peer_path}; skipped", file=sys.stderr)
             continue
         peer = json.loads(peer_path.read_text())
+        if peer.get("status") == "ok" and "test_interval" not in peer:  # records written before intervals were kept
+            peer["test_interval"] = peer_interval(peer)
         if peer.get("status") != "ok":
             print(f"{task}: s3prl's side could not run ({peer.get('reason')}); skipped", file=sys.stderr)
             continue
