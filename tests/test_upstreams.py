@@ -211,7 +211,7 @@ def test_padding_sensitive_models_are_batched_exactly(padding_sensitive_specs, b
 def test_every_card_has_its_known_layer_count():
     known = {"hubert_base": 13, "hubert_large_ll60k": 25, "wav2vec2_base_960": 13, "wav2vec2_large_ll60k": 25,
              "wavlm_base": 13, "wavlm_base_plus": 13, "wavlm_large": 25, "data2vec_base_960": 13, "distilhubert": 3,
-             "ecapa_tdnn": 6, "xvector": 7, "fbank": 1, "mfcc": 1, "ge2e": 4}
+             "ecapa_tdnn": 6, "xvector": 7, "fbank": 1, "mfcc": 1, "fbank_superb": 1, "mfcc_superb": 1, "ge2e": 4}
     shipped = [f"tiny_hubert_it1{s}" for s in ("_step600", "_step1200", "_step1800", "_step2400", "")]
     shipped += ["tiny_hubert_it2_step1200", "tiny_hubert_it2_step2400", "tiny_hubert_it2"]
     shipped += [f"tiny_wav2vec2{s}" for s in ("_step600", "_step1200", "_step1800", "_step2400", "")]

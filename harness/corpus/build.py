@@ -362,24 +362,36 @@ def _synthesise_forked(out: Path, todo: list[dict], n_workers: int, bar) -> dict
     records: dict[str, dict] = {}
 
     def start(job: dict) -> None:
-        pid = os.fork()
-        if pid == 0:  # the child: synthesise, leave the sidecar (or a reason), exit without cleanup
-            code = 1
+        # Ctrl-C is blocked across the fork: a SIGINT landing mid-fork was otherwise lost (the
+        # build went on); blocked, it stays pending and is delivered in the parent once the
+        # child is registered, while the child (whose pending set starts empty) ignores it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            raise
+        if pid != 0:
+            running[pid] = job
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            return
+        # the child: synthesise, leave the sidecar (or a reason), exit without cleanup
+        code = 1
+        try:
+            synth.ignore_interrupts()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            result = synth.run_job(job)
+            if "error" in result:
+                (errors / job["utt"].replace("/", "__")).write_text(result["error"])
+            else:
+                code = 0
+        except BaseException as exc:  # noqa: BLE001  (anything, reported by the parent in one line)
             try:
-                synth.ignore_interrupts()
-                result = synth.run_job(job)
-                if "error" in result:
-                    (errors / job["utt"].replace("/", "__")).write_text(result["error"])
-                else:
-                    code = 0
-            except BaseException as exc:  # noqa: BLE001  (anything, reported by the parent in one line)
-                try:
-                    (errors / job["utt"].replace("/", "__")).write_text(f"{type(exc).__name__}: {exc}")
-                except OSError:
-                    pass
-            finally:
-                os._exit(code)
-        running[pid] = job
+                (errors / job["utt"].replace("/", "__")).write_text(f"{type(exc).__name__}: {exc}")
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
 
     def stop_all() -> None:
         for pid in list(running):
