@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import jiwer
 from harness.tasks.families import CtcTask
 
 from harness.config import Field
@@ -30,6 +29,7 @@ from harness.data.snips import SPLITS as SNIPS_SPLITS
 from harness.data.snips import read_snips
 from harness.errors import HarnessError
 from harness.heads import BiLstmCtc, ctc_greedy
+from harness.metrics import error_counts
 from harness.task import (
     BASE_OPTIONAL,
     BASE_SCHEMA,
@@ -76,13 +76,6 @@ def slot_type_f1(hypothesis: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
-def _char_edits(ref: str, hyp: str) -> int:
-    if not hyp:
-        return len(ref)
-    o = jiwer.process_characters(ref, hyp)
-    return o.substitutions + o.deletions + o.insertions
-
-
 def slot_value_edits(hypothesis: str, reference: str) -> tuple[int, int]:
     """(character edits, reference characters) of every reference slot value against the closest
     hypothesis value of its type (s3prl's slot-value CER terms for one utterance)."""
@@ -91,7 +84,7 @@ def slot_value_edits(hypothesis: str, reference: str) -> tuple[int, int]:
     for slot, values in ref.items():
         for value in values:
             candidates = hyp.get(slot, [""])
-            edits += min((_char_edits(value, h) for h in candidates), key=lambda e: e / max(len(value), 1))
+            edits += min(error_counts([value] * len(candidates), candidates, "char")[0])
             chars += len(value)
     return edits, chars
 
@@ -151,7 +144,7 @@ class SlotFilling(CtcTask):
         out = []
         for u in read_snips(data_root, SNIPS_SPLITS[split]):
             ids = self.encode(u.words, u.tags)
-            out.append(Example(u.id, u.path, ids, self.decode(self.encode(u.words, u.tags))))
+            out.append(Example(u.id, u.path, ids, self.decode(ids)))
         return require_examples(out, f"Audio SNIPS {split}", data_root)
 
     def build_head(self, dim: int):

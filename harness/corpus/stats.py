@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from harness.audio import SAMPLE_RATE
 from harness.corpus.align import SILENCE
+from harness.errors import HarnessError
 
 #: key of ``statistics`` holding the list-file layouts' counts (trials, lexicon entries ...)
 LISTS = "lists"
@@ -61,11 +65,6 @@ def describe_built(out, meta: dict) -> str:
 def describe_corpus(root, speakers: bool = False) -> str:
     """What ``harness corpus info`` prints for the corpus at ``root``: its statistics, or (with
     ``speakers``) every speaker's recipe. HarnessError when ``root`` is not a built corpus."""
-    import json
-    from pathlib import Path
-
-    from harness.errors import HarnessError
-
     meta_path = Path(root) / "corpus.json"
     if not meta_path.exists():
         raise HarnessError(f"{root} is not a built harness corpus (no corpus.json); run `harness corpus build`")
