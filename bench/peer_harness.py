@@ -5,8 +5,9 @@
     python bench/peer_harness.py --s3prl DIR --show DIR      # the table of records already written
 
 For each task with an s3prl record in ``--s3prl`` (``bench/peer_s3prl.py``'s ``<task>.json``),
-runs ``harness run --protocol superb --layer 0`` on the same corpus, upstream features and
-seed, for the same number of optimizer updates, validated only at the end (s3prl's side scores
+runs ``harness run --protocol superb`` on the same corpus, upstream features and seed (``--layer
+0`` when s3prl's side had one hidden state, ``--layer weighted`` over all of them otherwise, as
+s3prl's featurizer), for the same number of optimizer updates, validated only at the end (s3prl's side scores
 its final model), and writes ``<out>/<task>.json`` in the same format: head parameters
 (trainable: featurizer + head), dev and test metric, a 95% percentile bootstrap over test
 utterances (ASV: over the utterances behind the trials), seconds per optimizer update. Then
@@ -38,9 +39,10 @@ TASKS = ("pr", "sid", "ic", "ks", "er", "asv")
 
 
 def head_parameters(plan) -> int:
-    """Trainable parameters of one probe on layer 0 (featurizer + head), as s3prl counts its side."""
-    probe = Probe(Featurizer([0], False, layer_norm=bool(plan.config["layer_norm"])),
-                  plan.task.build_head(plan.upstream.info.dims[0]))
+    """Trainable parameters of the run's probe (featurizer + head), as s3prl counts its side."""
+    spec = plan.probes[0]
+    probe = Probe(Featurizer(spec.layers, spec.weighted, layer_norm=bool(plan.config["layer_norm"])),
+                  plan.task.build_head(plan.upstream.info.dims[spec.layers[0]]))
     return sum(p.numel() for p in probe.parameters() if p.requires_grad)
 
 
@@ -54,7 +56,9 @@ def run_harness(task: str, peer: dict, upstream: str, data_root: Path, out: Path
         overrides["folds"] = [int(peer.get("er_fold", 1))]  # s3prl's side ran one fold
     if task == "ks" and not (Path(data_root) / "speech_commands_test_set_v0.01").is_dir():
         overrides["test_set"] = "lists"  # as s3prl's side did: its test folder was built from testing_list.txt
-    req = RunRequest(upstream=upstream, task=task, layer="0", data_root=data_root, out=out / "records", seed=seed,
+    # s3prl's featurizer takes a single hidden state as it is and learns softmax weights over several
+    layer = "weighted" if int(peer.get("layers", 1)) > 1 else "0"
+    req = RunRequest(upstream=upstream, task=task, layer=layer, data_root=data_root, out=out / "records", seed=seed,
                      max_steps=steps, overrides=overrides, protocol="superb", progress=False)
     start = time.perf_counter()
     plan = prepare(req)
@@ -75,15 +79,21 @@ def run_harness(task: str, peer: dict, upstream: str, data_root: Path, out: Path
 
 def peer_interval(record: dict) -> list[float] | None:
     """95% percentile bootstrap of an s3prl record's test outcomes over test utterances (the same
-    resampling this side uses; ASV records are left without one here)."""
+    resampling this side uses; ASV: the utterances behind the trials, a cluster bootstrap)."""
     from harness.records import Outcomes
 
     rows = record.get("test_outcomes") or []
-    if not rows or not ("correct" in rows[0] or "errors" in rows[0]):
+    if not rows:
         return None
-    ids = [str(r["id"]) for r in rows]
-    outcomes = Outcomes.accuracy(ids, [r["correct"] for r in rows]) if "correct" in rows[0] else \
-        Outcomes.error_rate(ids, [r["errors"] for r in rows], [r["length"] for r in rows])
+    if "enrol" in rows[0]:
+        outcomes = Outcomes.verification([f"{r['enrol']}|{r['test']}" for r in rows], [r["score"] for r in rows],
+                                         [int(r["label"]) for r in rows])
+    elif "correct" in rows[0] or "errors" in rows[0]:
+        ids = [str(r["id"]) for r in rows]
+        outcomes = Outcomes.accuracy(ids, [r["correct"] for r in rows]) if "correct" in rows[0] else \
+            Outcomes.error_rate(ids, [r["errors"] for r in rows], [r["length"] for r in rows])
+    else:
+        return None
     reps = _stat(outcomes, resampling(outcomes, "utterance", np.random.default_rng(BOOTSTRAP_SEED), N_BOOTSTRAP))
     return [float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))]
 
@@ -125,8 +135,8 @@ def main(argv=None) -> int:
             print(f"{task}: no s3prl record {peer_path}; skipped", file=sys.stderr)
             continue
         peer = json.loads(peer_path.read_text())
-        if peer.get("status") == "ok" and "test_interval" not in peer:  # records written before intervals were kept
-            peer["test_interval"] = peer_interval(peer)
+        if peer.get("status") == "ok":  # the same resampling as this side's (ASV: utterances, not trials)
+            peer["test_interval"] = peer_interval(peer) or peer.get("test_interval")
         if peer.get("status") != "ok":
             print(f"{task}: s3prl's side could not run ({peer.get('reason')}); skipped", file=sys.stderr)
             continue
