@@ -291,3 +291,28 @@ def test_slot_filling_runs_and_reports_f1_and_value_cer(tiny_corpus, home, tmp_p
     assert set(r.test) == {"slot_type_f1", "slot_value_cer"} and 0 <= r.test["slot_type_f1"] <= 1
     outcomes = read_outcomes(next((tmp_path / "r").rglob("layer_0_seed0.json")))
     assert outcomes.value == pytest.approx(r.test["slot_type_f1"])
+
+
+def test_the_estimate_stops_timing_once_its_budget_is_spent(tiny_corpus, tmp_path, monkeypatch):
+    """A head whose step takes longer than the timing budget is timed on one step (ASR's BiLSTM on a
+    CPU took 400 s to estimate on four); the estimate still scales that step by the run's steps."""
+    import harness.probing.announce as announce_mod
+
+    plan = prepare(RunRequest(upstream="fbank", task="ic", data_root=tiny_corpus, out=tmp_path / "r",
+                              protocol="quick"))
+    steps = []
+    real = announce_mod.ProbeModule.prepared
+
+    def counting(self, data):
+        steps.append(1)
+        return real(self, data)
+
+    monkeypatch.setattr(announce_mod.ProbeModule, "prepared", counting)
+    full = announce_mod.estimate_training(plan)
+    assert len(steps) == announce_mod.TIMED_STEPS + 1 + 1  # warm-up, timed steps, the evaluation pass
+    steps.clear()
+    monkeypatch.setattr(announce_mod, "TIMING_BUDGET_S", 0.0)
+    one = announce_mod.estimate_training(plan)
+    assert len(steps) == 1 + 1 and one.step_s > 0
+    batches = int(plan.config["max_steps"]) * int(plan.config.get("accumulate", 1) or 1)
+    assert one.seconds >= batches * one.step_s and full.seconds >= batches * full.step_s
