@@ -13,8 +13,6 @@ import os
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
 
 from harness.errors import HarnessError
 
@@ -60,6 +58,11 @@ def read_audio(path: str | os.PathLike, expected_rate: int = SAMPLE_RATE,
                 f"{path} is sampled at {rate} Hz but {expected_rate} Hz is required; "
                 f"resample it first (e.g. sox in.wav -r {expected_rate} out.wav) or ask for --resample"
             )
+        # imported here: the corpus code reads SAMPLE_RATE from this module, and a finished corpus
+        # build should not pay torch's 1.5 s import for a resampler it never calls
+        import torch
+        import torchaudio
+
         wave = torchaudio.functional.resample(torch.from_numpy(wave), rate, expected_rate).numpy()
     return wave
 

@@ -73,3 +73,15 @@ def test_every_harness_import_of_the_bench_and_scripts_resolves():
                         except ImportError:
                             bad.append(f"{path.relative_to(ROOT)}: {node.module}.{alias.name}")
     assert not bad, bad
+
+
+def test_finding_finished_runs_imports_neither_lightning_nor_torch_where_not_needed():
+    """A second `bash scripts/main.sh` must take seconds: Lightning (about 5 s to import) is only
+    imported once a run really trains, and a finished corpus build imports no torch at all."""
+    code = ("import sys; import harness.reports.suite, harness.probing.benchmark, harness.probing.engine; "
+            "print('pytorch_lightning' in sys.modules, 'lightning_fabric' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+    code = "import sys; import harness.corpus.build, harness.corpus.manifest; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"

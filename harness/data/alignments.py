@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -42,23 +43,41 @@ def read_ctm(path: str | Path) -> dict[str, list[CtmSegment]]:
     return dict(out)
 
 
-def read_phone_labels(folder: str | Path) -> tuple[dict[str, list[int]], list[str]]:
+def read_phone_labels(folder: str | Path) -> tuple[dict[str, tuple[int, ...]], list[str]]:
     """s3prl phone_linear labels: (utterance -> phone index per 10 ms frame, inventory).
 
     ``converted_aligned_phones.txt`` has one line per utterance, ``UTT idx idx ...``;
-    ``phones.txt`` (ours) maps labels to indices; without it labels are plain ints.
+    ``phones.txt`` (ours) maps labels to indices; without it labels are plain ints. Parsed once
+    per process while the files are unchanged (a run reads them for each split, a benchmark
+    for each run); the caller gets its own dict, of label tuples nobody can change.
     """
     folder = Path(folder)
     table = folder / PHONE_TABLE
     if not table.exists():
         raise HarnessError(f"missing {table}; expected s3prl phone_linear labels in {folder}")
-    labels: dict[str, list[int]] = {}
+    stamps = tuple((st.st_size, st.st_mtime_ns) if (st := _stat(f)) else None
+                   for f in (table, folder / PHONE_INVENTORY))
+    labels, inventory = _parse_phone_labels(folder, stamps)
+    return dict(labels), list(inventory)
+
+
+def _stat(path: Path):
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=2)
+def _parse_phone_labels(folder: Path, stamps: tuple) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    table = folder / PHONE_TABLE
+    labels: dict[str, tuple[int, ...]] = {}
     for n, line in enumerate(table.read_text().splitlines(), 1):
         if not line.strip():
             continue
         utt, *idx = line.split()
         try:
-            labels[utt] = [int(i) for i in idx]
+            labels[utt] = tuple(int(i) for i in idx)
         except ValueError:
             raise HarnessError(f"{table}:{n} has a non-integer phone index") from None
     inventory_file = folder / PHONE_INVENTORY

@@ -7,10 +7,11 @@
 2. :func:`finished_records` returns the records of an identical finished run, if any;
 3. :func:`provide_features` builds the datasets: cached layers (extracting only the
    layers the probes need and only what is missing) or raw audio for streamed runs;
-4. :func:`fit` trains every probe with Lightning (resumable at window ends), once per rate of
-   a learning-rate grid (config ``lr_grid``) and per head seed (``seeds``) when given;
-5. :func:`score` evaluates each probe's best dev state (of its dev-best grid point) on dev and
-   test;
+4. :func:`~harness.probing.training.fit` trains every probe with Lightning (resumable at
+   window ends), once per rate of a learning-rate grid (config ``lr_grid``) and per head seed
+   (``seeds``) when given;
+5. :func:`~harness.probing.training.score` evaluates each probe's best dev state (of its
+   dev-best grid point) on dev and test;
 6. :func:`write_records` writes one record (plus per-utterance outcomes) per probe and head
    seed, with the chosen rate and every grid point's dev curve.
 
@@ -27,29 +28,21 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-import pytorch_lightning as pl
 import torch
 
 from harness.config import parse_seeds
 from harness.corpus.layout import require_embedded_corpus
 from harness.errors import HarnessError
 from harness.features.cache import ensure_features
-from harness.features.device import DEFAULT_PRECISION, Placement, choose_device
-from harness.features.extract import BATCH_SECONDS
-from harness.features.loaders import (
-    FeatureDataset,
-    WaveDataset,
-    eval_loader,
-    train_loader,
-)
+from harness.features.device import choose_device
+from harness.features.loaders import FeatureDataset, WaveDataset
 from harness.features.planning import audio_samples, plan_features
 from harness.fsutil import default_home, file_lock, require_writable_dir
 from harness.probing import folds as fold_runs
-from harness.probing.announce import LONG_SECONDS, announce, estimate_training
 from harness.probing.identity import (
     corpus_identity,
     features_mode,
@@ -57,13 +50,8 @@ from harness.probing.identity import (
     run_identity,
     run_key,
 )
-from harness.probing.module import (
-    ProbeModule,
-    StepProgress,
-    WindowCheckpoint,
-    predict_all,
-)
-from harness.probing.probes import ProbeSpec, needed_layers, select_probes
+from harness.probing.plan import CACHE_MODES, RunPlan, RunRequest, draws_crops
+from harness.probing.probes import select_probes
 from harness.probing.provenance import (
     describe,
     machine_fingerprint,
@@ -71,122 +59,19 @@ from harness.probing.provenance import (
     same_machine,
 )
 from harness.protocol import resolve_recipe
-from harness.quiet import no_stdout, quiet_third_party
 from harness.records import (
     MetricSpec,
-    Outcomes,
     ResultRecord,
-    UpstreamRef,
     portable_root,
     read_record,
     write_record,
 )
 from harness.registry import load_task
-from harness.task import SPLITS, Example, Task
+from harness.task import SPLITS
 from harness.upstream import UpstreamPool
 
-CACHE_MODES = ("disk", "auto", "none")
-
-
-@dataclass
-class RunRequest:
-    """What the user asked for (``harness run`` arguments)."""
-
-    upstream: str
-    task: str
-    layer: str = "all"
-    data_root: Path | None = None
-    out: Path = Path("results")
-    seed: int = 0
-    #: head-initialisation seeds trained in one pass (``--seeds 0,1,2``: a list or comma string,
-    #: at least two); they share the batch order of ``seed``. None: one seed, ``seed``.
-    seeds: Sequence[int] | str | None = None
-    max_steps: int | None = None
-    overrides: dict | None = None
-    protocol: str | None = None  # None: superb where the task has it, else quick (harness.protocol)
-    cache: str = "disk"  # disk (refused when it does not fit); auto: disk if it fits, else none; none: streamed
-    no_cache: bool = False  # the old spelling of cache="none"
-    random_init: bool = False
-    init_seed: int = 0
-    devices: str | int = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    accelerator: str = "auto"  # as Lightning: a GPU when there is one (harness.features.device)
-    precision: str = DEFAULT_PRECISION  # of the frozen upstream's forward pass; the probes train in float32
-    cache_dtype: str = "float16"
-    workers: int | None = None  # DataLoader worker processes (None: none on the CPU, a few beside a GPU)
-    batch_seconds: float = BATCH_SECONDS  # padded audio per extraction batch
-    progress: bool = True
-
-
-@dataclass
-class RunPlan:
-    """A resolved request: everything the later steps need, and the run's identity."""
-
-    request: RunRequest
-    task: Task
-    config: dict
-    data_root: Path
-    examples: dict[str, list[Example]]
-    upstream: Any  # harness.upstream.Upstream
-    probes: list[ProbeSpec]
-    streamed: bool  # the upstream runs inside every step instead of reading the cache
-    pooled: bool  # utterance means are cached instead of frames
-    world_size: int
-    identity: dict
-    key: str
-    placement: Placement = field(default_factory=lambda: Placement(torch.device("cpu")))
-    protocol: str = "quick"  # the resolved protocol's name (recorded, never hashed)
-    timing: dict = field(default_factory=dict)
-    seeds: list[int] | None = None  # head-initialisation seeds of one pass (parsed request.seeds)
-
-    @property
-    def selection(self) -> str:
-        """The split model selection scores: ``dev`` (default) or ``test`` (SUPERB's ASV choice)."""
-        return str(self.config.get("selection", "dev"))
-
-    def set_features(self, streamed: bool, pooled: bool) -> None:
-        """How features reach the probes (part of the identity: fp16 frames, float32 means and
-        streamed float32 layers give slightly different numbers)."""
-        self.streamed, self.pooled = streamed, pooled
-        self.identity["features"] = features_mode(streamed, pooled, self.request.cache_dtype)
-        self.key = run_key(self.identity)
-
-    @property
-    def heads(self) -> list[tuple[ProbeSpec, int | None]]:
-        """(probe, head seed) for every record the run writes; the head seed is None without
-        ``seeds`` (the heads start from the run's own seed)."""
-        return [(spec, seed) for seed in (self.seeds or [None]) for spec in self.probes]
-
-    def record_seed(self, head_seed: int | None) -> int:
-        """The seed a record of head seed ``head_seed`` carries (its file name's ``seedN``)."""
-        return self.request.seed if head_seed is None else head_seed
-
-    @property
-    def layers(self) -> list[int]:
-        """The layers the probes read (only those are extracted or streamed)."""
-        return needed_layers(self.probes)
-
-    @property
-    def upstream_ref(self) -> UpstreamRef:
-        """The upstream as records name it (spec, backend, weights hash, layer names, hop)."""
-        info = self.upstream.info
-        r = self.request
-        return UpstreamRef(spec=r.upstream, backend=info.backend, source=info.source,
-                           weights_sha256=info.weights_sha256, random_init=r.random_init,
-                           init_seed=r.init_seed if r.random_init else None,
-                           layer_names=tuple(info.layer_names), hop=info.hop)
-
-    @property
-    def out_dir(self) -> Path:
-        """``OUT/UPSTREAM/TASK``: its setting folders hold the records."""
-        return Path(self.request.out) / self.upstream_ref.folder / self.task.name
-
-    @property
-    def run_dir(self) -> Path:
-        """``$HARNESS_HOME/runs/<key>``: the run's checkpoints and lock."""
-        return default_home() / "runs" / self.key
-
+if TYPE_CHECKING:  # imported where used: Lightning is slow to import (see run)
+    from harness.probing.training import Fitted, ProbeScores
 
 # ------------------------------------------------------------------ 1. prepare
 
@@ -250,7 +135,7 @@ def prepare(req: RunRequest, upstreams=None) -> RunPlan:
     upstream = pool.get(req.upstream, random_init=req.random_init, seed=req.init_seed)
     probes = select_probes(req.layer, upstream.info, task.level)
     streamed = cache == "none"
-    pooled = task.poolable and not config["layer_norm"] and not streamed and not _crops(examples["train"])
+    pooled = task.poolable and not config["layer_norm"] and not streamed and not draws_crops(examples["train"])
     identity = run_identity(
         upstream=upstream.identity(), task=task.name, config=config, probes=[p.key for p in probes], seed=req.seed,
         corpus=corpus_identity(data_root, [e for s in SPLITS for e in examples[s]]), world_size=world_size,
@@ -262,15 +147,10 @@ def prepare(req: RunRequest, upstreams=None) -> RunPlan:
     return plan
 
 
-def _crops(examples: list[Example]) -> bool:
-    """Whether training draws crops (then utterance means cannot be cached: each draw differs)."""
-    return any(e.crop for e in examples)
-
-
 def cache_plan(plan: RunPlan):
     """What a cached run would write (:class:`~harness.features.planning.FeaturePlan`)."""
-    return plan_features(plan.upstream, plan.task, plan.examples, plan.layers,
-                         plan.task.poolable and not plan.config["layer_norm"] and not _crops(plan.examples["train"]),
+    pooled = plan.task.poolable and not plan.config["layer_norm"] and not draws_crops(plan.examples["train"])
+    return plan_features(plan.upstream, plan.task, plan.examples, plan.layers, pooled,
                          plan.request.cache_dtype, default_home() / "features", placement=plan.placement)
 
 
@@ -363,115 +243,6 @@ def provide_features(plan: RunPlan) -> dict[str, Any]:
         workers=req.workers), hop=plan.upstream.info.hop) for s in SPLITS}
 
 
-# -------------------------------------------------------------------- 4. fit
-
-
-@dataclass
-class Fitted:
-    """The trained module (each probe's best dev state inside), the steps taken, and whether this
-    process is rank 0 (only rank 0 scores and writes records).
-    """
-    module: Any  # harness.probing.module.ProbeModule, holding each probe's best dev state
-    steps: int
-    is_global_zero: bool
-
-
-def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
-    """Train every probe.
-
-    Windows of ``val_interval`` optimizer steps end with validation and a checkpoint in the run
-    folder, so re-running resumes from the last window end. A run whose last step falls inside
-    a window gets one more validation at that step, so every run ends validated.
-
-    ``accumulate`` k (Lightning's ``accumulate_grad_batches``): an optimizer step sums the
-    gradients of k batches of ``batch_size`` (each loss divided by k, as s3prl does), then clips
-    and steps; ``max_steps`` and ``val_interval`` count optimizer steps, so a window is
-    ``val_interval * k`` batches. ``selection: test`` validates on the test split instead of dev.
-    """
-
-    quiet_third_party(dependency_warnings=False)
-    req, config, placement = plan.request, plan.config, plan.placement
-    batch_size, val_interval = int(config["batch_size"]), int(config["val_interval"])
-    workers = placement.workers(req.workers)
-    accumulate = int(config.get("accumulate", 1))
-    train = train_loader(datasets["train"], batch_size, val_interval, req.seed, plan.world_size, workers,
-                         placement.pin_memory, accumulate=accumulate,
-                         weights=plan.task.sample_weights(plan.examples["train"]), draws=_crops(plan.examples["train"]))
-    dev = eval_loader(datasets[plan.selection], batch_size, workers, placement.pin_memory)
-    pl.seed_everything(req.seed, workers=True, verbose=False)
-    module = ProbeModule(plan.task, plan.probes, list(plan.upstream.info.dims), plan.upstream.info.hop, config,
-                         plan.examples[plan.selection], upstream=plan.upstream if plan.streamed else None,
-                         offset=plan.upstream.info.frame_offset, placement=placement, seeds=plan.seeds)
-    last = _checkpoint_for_budget(plan.run_dir, int(config["max_steps"]))
-    callbacks = [WindowCheckpoint(last, val_interval)] + ([StepProgress(plan.task.metric.name)] if req.progress else [])
-    trainer = pl.Trainer(
-        max_steps=int(config["max_steps"]), max_epochs=-1, accelerator=placement.accelerator, devices=req.devices,
-        num_nodes=req.num_nodes, strategy=req.strategy, deterministic=True, num_sanity_val_steps=0,
-        check_val_every_n_epoch=1, callbacks=callbacks, enable_checkpointing=False, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(plan.run_dir),
-        use_distributed_sampler=False, accumulate_grad_batches=accumulate,
-    )
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    gloo = plan.world_size > 1 and placement.accelerator == "cpu"
-    with no_stdout() if gloo else contextlib.nullcontext():
-        try:
-            trainer.fit(module, train, dev, ckpt_path=str(last) if last.exists() else None, weights_only=True)
-        except SystemExit:
-            # Lightning turns Ctrl-C during fit into a quiet sys.exit(1); the user gets the harness's
-            # one line and exit 130, as everywhere else (the last window's checkpoint resumes it)
-            if trainer.interrupted:
-                raise KeyboardInterrupt from None
-            raise
-    steps = max(int(trainer.global_step), module.steps_done)  # spawned workers: only the module comes back
-    if steps != module.last_validated_step:
-        module.validate_now(dev, steps, placement.device)
-    return Fitted(module, steps, trainer.is_global_zero)
-
-
-def _checkpoint_for_budget(run_dir: Path, max_steps: int) -> Path:
-    """Where this run's window checkpoint lives. Normally one per experiment, which any run
-    of it with a budget at least as long continues. If an earlier run of the same experiment
-    already went past this budget, its states cannot give this budget's numbers (and must not
-    be overwritten), so this budget trains on its own, beside it."""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.exists():
-        # memory-mapped: only the step counter is read here, Lightning loads the state itself
-        done = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
-        if done > max_steps:
-            return run_dir / f"budget_{max_steps}" / "last.ckpt"
-    return last
-
-
-# ------------------------------------------------------------------ 5. score
-
-
-@dataclass
-class ProbeScores:
-    """One probe's dev and test metrics and its per-test-utterance outcomes."""
-    dev: dict[str, float]
-    test: dict[str, float]
-    outcomes: Outcomes  # per test utterance
-    dev_outcomes: Outcomes | None = None  # per dev utterance: what reports choose the layer on
-
-
-def score(plan: RunPlan, module, datasets: dict[str, Any]) -> dict[str, ProbeScores]:
-    """Every probe (and head seed) with its best dev state, on dev and test, in one pass per split;
-    with a learning-rate grid, only the grid point dev chose (:meth:`ProbeModule.chosen`) is
-    scored, so test never sees the others. Keyed by member key."""
-    module.load_best()
-    batch_size = int(plan.config["batch_size"])
-    keys = [module.chosen(spec.key, seed).key for spec, seed in plan.heads]
-    results = {}
-    workers, placement = plan.placement.workers(plan.request.workers), plan.placement
-    per_split = {s: predict_all(module, eval_loader(datasets[s], batch_size, workers, placement.pin_memory), keys,
-                                placement.device) for s in ("dev", "test")}
-    for key in keys:
-        dev_metrics, dev_outcomes = plan.task.score(per_split["dev"][key], plan.examples["dev"])
-        test_metrics, outcomes = plan.task.score(per_split["test"][key], plan.examples["test"])
-        results[key] = ProbeScores(dev_metrics, test_metrics, outcomes, dev_outcomes)
-    return results
-
-
 # ------------------------------------------------------------------ 6. records
 
 
@@ -526,6 +297,11 @@ def run(req: RunRequest, upstreams=None) -> list[Path]:
     if done is not None:
         say_if_from_another_machine(plan, done)
         return done
+    # Lightning (under the probe module, the estimate and training) takes about 5 s to import on
+    # a CPU; a run found finished above never needs it
+    from harness.probing.announce import LONG_SECONDS, announce, estimate_training
+    from harness.probing.training import fit, score
+
     plan = drop_short_clips(choose_features(plan))
     estimate = estimate_training(plan)
     if (req.progress or estimate.seconds > LONG_SECONDS) and os.environ.get("RANK", "0") == "0":  # once per launch

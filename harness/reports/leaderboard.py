@@ -32,7 +32,8 @@ from urllib.parse import quote
 
 from harness.fsutil import sha256_file, write_json, write_text
 from harness.reports import figures
-from harness.reports.ranking import Ranking, figure, load_records, plot, plot_name, rank
+from harness.reports.ranking import Ranking, figure, load_records, plot, plot_name
+from harness.reports.stored import rank_stored
 
 PLOT_INDEX = "index.json"  # in plots/: what each plot was drawn from
 _INDEX_FORMAT = 1
@@ -144,7 +145,7 @@ def _write_if_changed(path: Path, text: str) -> None:
 def build(results: Path, out: Path) -> list[Path]:
     """Write LEADERBOARD.md, leaderboard.csv, index.html and plots/ under ``out`` (plots only
     where their ranking changed, see :func:`draw_plots`); return those paths, plots last."""
-    rankings = rank(load_records(results))
+    rankings = rank_stored(load_records(results))  # unchanged groups are read back, not re-bootstrapped
     groups = _settings(rankings)
     out = Path(out)
     plots, _ = draw_plots(rankings, out / "plots")

@@ -18,7 +18,8 @@ import yaml
 from harness.probing.benchmark import Outcome, load_config, run_benchmark
 from harness.probing.engine import RunRequest, run
 from harness.reports.leaderboard import build as build_leaderboard
-from harness.reports.ranking import Record, rank
+from harness.reports.ranking import Record
+from harness.reports.stored import rank_stored
 from harness.reports.study import StudySpec
 from harness.reports.study import build as build_study
 from harness.reports.trajectory import probe_trajectory
@@ -100,7 +101,7 @@ def summary(outcomes: list[Outcome]) -> str:
     """Best layer per (upstream, task) of the runs just made, with the 95% interval."""
     recs = [Record.read(p) for o in outcomes for p in o.paths]
     lines = [f"{'task':<7}{'upstream':<36}{'metric':<10}{'best layer':<20}{'score':>8}  95% CI"]
-    for r in sorted(rank(recs), key=lambda r: (r.task, -r.best.score if r.higher_is_better else r.best.score)
+    for r in sorted(rank_stored(recs), key=lambda r: (r.task, -r.best.score if r.higher_is_better else r.best.score)
                     if r.layers else (r.task, 0)):
         if not r.layers:
             continue

@@ -70,7 +70,7 @@ def test_cached_runs_extract_on_the_gpu(tiny_corpus, fake_gpu, tmp_path):
 
 
 def test_streamed_training_gives_lightning_the_same_device(tiny_corpus, tiny_hf, fake_gpu, tmp_path, monkeypatch):
-    import harness.probing.engine as engine
+    import harness.probing.training as training
 
     built = {}
 
@@ -81,10 +81,10 @@ def test_streamed_training_gives_lightning_the_same_device(tiny_corpus, tiny_hf,
         built.update(kw)
         raise Stop  # Lightning cannot start a CUDA run here; what it was given is the point
 
-    monkeypatch.setattr(engine.pl, "Trainer", trainer)
+    monkeypatch.setattr(training.pl, "Trainer", trainer)
     plan = prepare(_request(tiny_corpus, tmp_path / "o", upstream=f"hf:{tiny_hf}", cache="none", accelerator="gpu"))
     with pytest.raises(Stop):
-        engine.fit(plan, provide_features(plan))
+        training.fit(plan, provide_features(plan))
     assert built["accelerator"] == "cuda" and built["devices"] == 1
 
 

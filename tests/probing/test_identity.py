@@ -58,3 +58,38 @@ def test_data_a_run_does_not_read_never_changes_its_identity(tiny_corpus, tmp_pa
     # a label the run reads does change it
     relabelled = [type(e)(e.id, e.path, ("someone-else",), e.reference) if i == 0 else e for i, e in enumerate(ex)]
     assert corpus_identity(copy, relabelled) != before
+
+
+def test_fingerprints_follow_a_changed_manifest_within_one_process(tmp_path):
+    """The manifest is read once per process while unchanged; a rewritten manifest (another
+    content hash for a file) or a file it does not list is seen at once."""
+    import os
+
+    from harness.features.cache import _corpus_fingerprints
+    from harness.task import Example
+
+    (tmp_path / "a").mkdir()
+    for name in ("x.flac", "y.flac"):
+        (tmp_path / "a" / name).write_bytes(b"audio " + name.encode())
+    manifest = tmp_path / "manifest.sha256"
+    manifest.write_text("1111  a/x.flac\n")
+    examples = [Example("x", tmp_path / "a" / "x.flac", 0), Example("y", tmp_path / "a" / "y.flac", 0)]
+    first = _corpus_fingerprints(examples)
+    size = (tmp_path / "a" / "y.flac").stat().st_size
+    assert first[0] == "1111" and first[1].startswith(f"{size}:")  # not listed: size and mtime
+    manifest.write_text("2222  a/x.flac\n3333  a/y.flac\n")
+    os.utime(manifest, ns=(1, 1))  # a rewrite within the clock's resolution is told by its size too
+    assert _corpus_fingerprints(examples) == ["2222", "3333"]
+
+
+def test_phone_labels_are_parsed_once_and_reread_when_changed(tmp_path):
+    from harness.data import read_phone_labels
+
+    (tmp_path / "converted_aligned_phones.txt").write_text("u1 0 0 1\nu2 1 2\n")
+    labels, inventory = read_phone_labels(tmp_path)
+    assert labels == {"u1": (0, 0, 1), "u2": (1, 2)} and inventory == ["0", "1", "2"]
+    labels.pop("u1")  # the caller's dict is its own
+    assert "u1" in read_phone_labels(tmp_path)[0]
+    (tmp_path / "converted_aligned_phones.txt").write_text("u1 3 3 3 3\n")
+    labels, inventory = read_phone_labels(tmp_path)
+    assert labels == {"u1": (3, 3, 3, 3)} and inventory == ["0", "1", "2", "3"]
