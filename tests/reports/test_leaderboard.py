@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import zlib
 from pathlib import Path
 
@@ -146,3 +147,37 @@ def test_compact_pngs_keep_the_picture(results, tmp_path):
     few.save(buf, format="PNG")
     exact = Image.open(io.BytesIO(compact_png(buf.getvalue()))).convert("RGB")
     assert np.array_equal(np.asarray(exact), np.asarray(few))  # up to 256 colours: exact
+
+
+def test_each_table_says_where_its_layer_was_chosen(tmp_path):
+    """Records with dev outcomes: best decided on dev (dev column filled, "chosen on dev"); older
+    records without them: "chosen on test" and no dev value. The best on dev is reported even
+    when another layer scores higher on test."""
+    root = tmp_path / "results"
+    n = 200
+    for layer, (p_dev, p_test) in enumerate([(0.9, 0.5), (0.5, 0.9)]):
+        rec = ResultRecord(UpstreamRef("devmodel", "hf", "@x", None, False, None, ("a", "b")), "ic",
+                           MetricSpec("accuracy", True), f"layer_{layer}", layer, [layer], None,
+                           {"accuracy": p_dev}, {"accuracy": p_test}, 10, 20, 0, {"lr": 0.1},
+                           {"kind": "external", "root": "/x"}, "k", n, {"harness": "0.1.0"})
+        ids = [f"u{i}" for i in range(n)]
+        write_record(root, rec, Outcomes.accuracy(ids, [int(i < p_test * n) for i in range(n)]),
+                     Outcomes.accuracy(ids, [int(i < p_dev * n) for i in range(n)]))
+    probe(root, "oldmodel", 0, 0.3)
+    probe(root, "oldmodel", 1, 0.6)
+    build(root, tmp_path / "out")
+    md = (tmp_path / "out" / "LEADERBOARD.md").read_text()
+    dev_row = next(line for line in md.splitlines() if line.startswith("| devmodel"))
+    old_row = next(line for line in md.splitlines() if line.startswith("| oldmodel"))
+    assert "| 0 (a) | 0.9000 | 0.5000 |" in dev_row  # chosen on dev, reported on test
+    assert "| 1 (l1) | - |" in old_row
+    # one setting holds both: the table says the choice differs by row
+    assert "Layer choice: best and ~best chosen on dev where the records kept dev outcomes, else on test" in md
+    csv_rows = (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()
+    assert csv_rows[0].endswith(",chosen_on,best_dev")
+    assert any(r.startswith("ic,") and ",devmodel," in r and r.endswith(",dev,0.9000") for r in csv_rows)
+    assert any(",oldmodel," in r and r.endswith(",test,") for r in csv_rows)
+    assert "Layer choice: best and ~best chosen on dev where" in (tmp_path / "out" / "index.html").read_text()
+    shutil.rmtree(root / "oldmodel")
+    build(root, tmp_path / "out")
+    assert "Layer choice: best and ~best chosen on dev, test reported" in (tmp_path / "out" / "LEADERBOARD.md").read_text()
