@@ -44,11 +44,15 @@ BASE_SCHEMA: dict[str, Field] = {
     "eps": Field(float, above=0),
     "accumulate": Field(int, minimum=1),
     "selection": Field(str, choices=("dev", "test")),
+    # random: fixed-size batches drawn at random; s3prl_asr / s3prl_ctc: the length-sorted buckets
+    # of s3prl's ASR and CTC (PR, SF) loaders (harness.features.loaders.s3prl_*_buckets)
+    "batching": Field(str, choices=("random", "s3prl_asr", "s3prl_ctc")),
 }
 #: neutral values of the optional keys every task takes: what a run does without them
-#: (torch.optim.Adam's own settings, one batch per optimizer step, dev-set model selection)
+#: (torch.optim.Adam's own settings, one batch per optimizer step, dev-set model selection,
+#: random fixed-size batches)
 BASE_OPTIONAL: dict[str, Any] = {"optimizer": "adam", "weight_decay": 0.0, "eps": 1.0e-8, "accumulate": 1,
-                                 "selection": "dev"}
+                                 "selection": "dev", "batching": "random"}
 
 
 @dataclass

@@ -37,20 +37,23 @@ S3PRL = {
             "max_steps": 200_000, "val_interval": 10_000, "grad_clip": 1000.0, "min_train_seconds": 2.0,
             "crop_seconds": 8.0, "selection": "dev", "head.style": "superb", "head.channels": 512, "head.pooled": 1500,
             "head.embedding": 512, "head.margin": 0.4, "head.scale": 30.0},
-    # asr/config.yaml
-    "asr": {"optimizer": "adam", "lr": 1e-4, "batch_size": 32, "accumulate": 1, "max_steps": 200_000,
+    # asr/config.yaml, dataset.py (length-sorted buckets of train_batch_size, halved: HALF_BATCHSIZE_TIME)
+    "asr": {"optimizer": "adam", "lr": 1e-4, "batch_size": 32, "batching": "s3prl_asr", "accumulate": 1,
+            "max_steps": 200_000,
             "val_interval": 2_000, "grad_clip": 1.0, "head.proj": 1024, "head.hidden": 1024, "head.layers": 2,
             "head.dropout": 0.2, "head.specaug": True, "head.final_dropout": True},  # + specaug block, RNNs
     # ctc/libriphone.yaml (project_dim 256; corpus/libriphone.py: the G2P lexicon's phones)
-    "pr": {"optimizer": "adam", "lr": 1e-2, "batch_size": 16, "accumulate": 2, "max_steps": 100_000,
+    "pr": {"optimizer": "adam", "lr": 1e-2, "batch_size": 16, "batching": "s3prl_ctc", "accumulate": 2,
+           "max_steps": 100_000,
            "val_interval": 1_000, "grad_clip": 1.0, "head.proj": 256, "lexicon": "librispeech"},
     # phone_linear/config.yaml (optimizer name AdamW: s3prl/optimizers.py's AdamW, weight decay 0, eps 1e-7),
     # dataset.py (train_split.txt / test_split.txt, train_dev_seed 1337) and expert.py (_match_length)
     "phone": {"optimizer": "adamw", "lr": 2e-4, "weight_decay": 0.0, "eps": 1e-7, "batch_size": 32, "accumulate": 1,
               "max_steps": 500_000, "val_interval": 10_000, "grad_clip": 1.0, "label_splits": "s3prl",
               "alignment": "s3prl"},
-    # ctc/snips.yaml
-    "sf": {"optimizer": "adam", "lr": 1e-4, "batch_size": 32, "accumulate": 1, "max_steps": 200_000,
+    # ctc/snips.yaml (corpus.bucketing: True), ctc/data.py
+    "sf": {"optimizer": "adam", "lr": 1e-4, "batch_size": 32, "batching": "s3prl_ctc", "accumulate": 1,
+           "max_steps": 200_000,
            "val_interval": 2_000, "grad_clip": 1.0, "head.proj": 1024, "head.hidden": 1024, "head.layers": 2,
            "head.dropout": 0.2, "head.final_dropout": True, "head.specaug": "adaptive"},
 }
@@ -85,7 +88,8 @@ def test_quick_is_every_tasks_yaml_unchanged_so_committed_identities_stay():
         cls = load_task(name)
         assert resolve_recipe(cls, "quick").config == cls.default_config(), name
         # stating a neutral value is the same experiment as leaving it out
-        same = resolve_recipe(cls, "quick", {"accumulate": 1, "optimizer": "adam", "selection": "dev"}).config
+        same = resolve_recipe(cls, "quick", {"accumulate": 1, "optimizer": "adam", "selection": "dev",
+                                             "batching": "random"}).config
         assert same == cls.default_config(), name
     changed = resolve_recipe(load_task("sid"), "quick", {"accumulate": 2}).config
     assert changed["accumulate"] == 2

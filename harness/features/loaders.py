@@ -102,6 +102,99 @@ class StreamSampler(Sampler):
         return iter(mine)
 
 
+#: s3prl's ASR loader halves every full bucket whose longest utterance exceeds this many samples
+#: (``downstream/asr/dataset.py``: ``HALF_BATCHSIZE_TIME = 2000``, compared with sample counts, so
+#: in practice every full bucket: SUPERB's ASR trains on batches of 16, not 32)
+S3PRL_ASR_HALF_ABOVE = 2000
+#: s3prl's CTC loaders (PR, SF) keep the first half of a bucket whose first utterance is longer
+#: (``downstream/ctc/data.py``: ``half_batch_size_wav_len=300000``)
+S3PRL_CTC_HALF_ABOVE = 300_000
+
+
+def s3prl_asr_buckets(lengths: list[int], size: int) -> list[list[int]]:
+    """The training batches of s3prl's ASR loader (``downstream/asr/dataset.py``), as example indices.
+
+    Utterances sorted by length in samples, longest first (ties in input order); consecutive
+    groups of ``size``; a full group is split into two halves when ``size >= 2`` and its longest
+    utterance has more than :data:`S3PRL_ASR_HALF_ABOVE` samples; a last, shorter group is kept
+    whole when it has more than one utterance. Raises HarnessError for ``size < 1``."""
+    if size < 1:
+        raise HarnessError(f"batch_size {size}: a bucket needs at least one utterance")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    buckets = []
+    for start in range(0, len(order) - len(order) % size, size):
+        group = order[start:start + size]
+        if size >= 2 and max(lengths[i] for i in group) > S3PRL_ASR_HALF_ABOVE:
+            buckets += [group[: size // 2], group[size // 2:]]
+        else:
+            buckets.append(group)
+    rest = order[len(order) - len(order) % size:]
+    if len(rest) > 1:
+        buckets.append(rest)
+    return buckets
+
+
+def s3prl_ctc_buckets(target_lengths: list[int], lengths: list[int], size: int) -> list[list[int]]:
+    """The training batches of s3prl's CTC loaders (PR's ``libriphone``, SF's ``snips``:
+    ``downstream/ctc/corpus/*.py`` and ``data.py``), as example indices: one bucket per utterance.
+
+    Utterances sorted by target length, longest first (ties in input order); bucket ``i`` is the
+    ``size`` consecutive utterances from ``min(n - size, i)`` (overlapping), cut to its first
+    half when its first utterance has more than :data:`S3PRL_CTC_HALF_ABOVE` samples."""
+    if size < 1:
+        raise HarnessError(f"batch_size {size}: a bucket needs at least one utterance")
+    n = len(target_lengths)
+    order = sorted(range(n), key=lambda i: -target_lengths[i])
+    buckets = []
+    for i in range(n):
+        start = max(0, min(n - size, i))
+        group = order[start:start + size]
+        if len(group) > 1 and lengths[group[0]] > S3PRL_CTC_HALF_ABOVE:
+            group = group[: len(group) // 2]
+        buckets.append(group)
+    return buckets
+
+
+class BucketSampler(Sampler):
+    """Fixed buckets (:func:`s3prl_asr_buckets`, :func:`s3prl_ctc_buckets`) visited in a seeded
+    permutation per pass over them, as an endless stream cut into windows like
+    :class:`StreamSampler` (so a resumed run sees the same batches).
+
+    A batch sampler: each item is one batch (a bucket's example indices). Window e holds stream
+    positions [e*steps, (e+1)*steps); with W processes, rank r's batch at position p is the
+    bucket at global position p*W + r (as s3prl's DistributedSampler over buckets gives each
+    process its own). Pass p of the buckets is ``default_rng([seed, p]).permutation``.
+    """
+
+    def __init__(self, buckets: list[list[int]], steps: int, seed: int, world_size: int = 1) -> None:
+        if not buckets:
+            raise HarnessError("no training batch could be formed (too few utterances for the bucket size)")
+        self.buckets, self.steps, self.seed, self.world_size = buckets, steps, seed, world_size
+        self.epoch = 0
+        self.sampler = self  # Lightning sets each window's epoch through ``batch_sampler.sampler``
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this at each window (epoch); the stream's order depends only on the step."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        rank, w = world()
+        if w != self.world_size:
+            raise HarnessError(f"this run was set up for {self.world_size} training process(es) but runs in {w}; "
+                               "pass the same --devices/--num-nodes as the launcher")
+        n = len(self.buckets)
+        passes: dict[int, np.ndarray] = {}
+        for step in range(self.epoch * self.steps, (self.epoch + 1) * self.steps):
+            position = step * w + rank
+            p = position // n
+            if p not in passes:
+                passes[p] = np.random.default_rng([self.seed, p]).permutation(n)
+            yield list(self.buckets[int(passes[p][position % n])])
+
+
 def crop_window(total: int, size: int, seed: int, position: int) -> tuple[int, int]:
     """``(start, end)`` of a random window of ``size`` in ``total`` (samples or frames), uniform
     over the ``total - size + 1`` starts as s3prl's ``random.randint(0, total - size)``, drawn from
@@ -207,13 +300,21 @@ def frame_lengths(layer_lengths: list[torch.Tensor | None]) -> torch.Tensor | No
 
 def train_loader(dataset: Dataset, batch_size: int, val_interval: int, seed: int, world_size: int = 1,
                  workers: int = 0, pin_memory: bool = False, accumulate: int = 1,
-                 weights: list[float] | None = None, draws: bool = False) -> DataLoader:
+                 weights: list[float] | None = None, draws: bool = False,
+                 buckets: list[list[int]] | None = None) -> DataLoader:
     """The training stream: ``val_interval`` optimizer steps (of ``accumulate`` batches each) per
     Lightning epoch, batches drawn by step from ``seed`` (so a resumed run sees the same
     batches), split over ``world_size`` processes; ``weights`` and ``draws`` as in
-    :class:`StreamSampler`; ``workers`` processes decode and collate, ``pin_memory`` (beside a
-    GPU) lets Lightning copy the batches to it asynchronously.
+    :class:`StreamSampler`; ``buckets``: s3prl's fixed batches instead (:class:`BucketSampler`;
+    not with weights or draws); ``workers`` processes decode and collate, ``pin_memory`` (beside
+    a GPU) lets Lightning copy the batches to it asynchronously.
     """
+    if buckets is not None:
+        if weights is not None or draws:
+            raise HarnessError("bucketed batches cannot be combined with weighted sampling or random crops")
+        batches = BucketSampler(buckets, val_interval * accumulate, seed, world_size)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=pin_memory)
     sampler = StreamSampler(len(dataset), batch_size, val_interval * accumulate, seed, world_size, weights, draws)
     return DataLoader(dataset, batch_size=sampler.per_rank_batch, sampler=sampler, collate_fn=collate,
                       drop_last=True, num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory)

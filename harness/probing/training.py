@@ -16,7 +16,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from harness.features.loaders import eval_loader, train_loader
+from harness.features.loaders import (
+    eval_loader,
+    s3prl_asr_buckets,
+    s3prl_ctc_buckets,
+    train_loader,
+)
+from harness.features.planning import audio_samples
 from harness.probing.module import (
     ProbeModule,
     StepProgress,
@@ -61,7 +67,7 @@ def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
     train = train_loader(datasets["train"], batch_size, val_interval, req.seed, plan.world_size, workers,
                          placement.pin_memory, accumulate=accumulate,
                          weights=plan.task.sample_weights(plan.examples["train"]),
-                         draws=draws_crops(plan.examples["train"]))
+                         draws=draws_crops(plan.examples["train"]), buckets=training_buckets(plan))
     dev = eval_loader(datasets[plan.selection], batch_size, workers, placement.pin_memory)
     pl.seed_everything(req.seed, workers=True, verbose=False)
     module = ProbeModule(plan.task, plan.probes, list(plan.upstream.info.dims), plan.upstream.info.hop, config,
@@ -91,6 +97,21 @@ def fit(plan: RunPlan, datasets: dict[str, Any]) -> Fitted:
     if steps != module.last_validated_step:
         module.validate_now(dev, steps, placement.device)
     return Fitted(module, steps, trainer.is_global_zero)
+
+
+def training_buckets(plan: RunPlan) -> list[list[int]] | None:
+    """s3prl's fixed training batches when the config's ``batching`` asks for them (``s3prl_asr``:
+    by audio length; ``s3prl_ctc``: by target length, halved by audio length), else None.
+    Lengths come from the audio headers and the encoded targets."""
+    batching = plan.task.option("batching")
+    if batching == "random":
+        return None
+    train = plan.examples["train"]
+    lengths = audio_samples(train)
+    size = int(plan.config["batch_size"])
+    if batching == "s3prl_asr":
+        return s3prl_asr_buckets(lengths, size)
+    return s3prl_ctc_buckets([len(e.target) for e in train], lengths, size)
 
 
 def _checkpoint_for_budget(run_dir: Path, max_steps: int) -> Path:

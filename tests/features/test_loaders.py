@@ -89,3 +89,99 @@ def test_crops_are_fresh_per_draw_and_fixed_by_seed_and_position():
     start = crop_window(100, 10, 4, 9)[0]
     assert hidden[0][:, 0].tolist() == list(range(start, start + 10)) and hidden[1].shape == (1, 2)
     assert len(ds[0]["hidden"][0]) == 100  # evaluation reads the whole utterance
+
+
+# ---- s3prl's bucketed batches, each rule written here from s3prl 0.4.18's source
+
+def _s3prl_asr_reference(lengths, bucket_size):
+    """downstream/asr/dataset.py, SequenceDataset.__init__: table sorted by length descending,
+    then the loop that fills self.X (names kept)."""
+    table = sorted(enumerate(lengths), key=lambda t: t[1], reverse=True)  # sort_values(ascending=False)
+    X, batch_x, batch_len = [], [], []
+    for x, x_len in table:
+        batch_x.append(x)
+        batch_len.append(x_len)
+        if len(batch_x) == bucket_size:
+            if (bucket_size >= 2) and (max(batch_len) > 2000):  # HALF_BATCHSIZE_TIME
+                X.append(batch_x[:bucket_size // 2])
+                X.append(batch_x[bucket_size // 2:])
+            else:
+                X.append(batch_x)
+            batch_x, batch_len = [], []
+    if len(batch_x) > 1:
+        X.append(batch_x)
+    return X
+
+
+def _s3prl_ctc_reference(targets, wav_lengths, bucket_size):
+    """downstream/ctc/corpus (libriphone/snips): sorted by target length, reverse; __getitem__ with
+    bucketing; then data.py collect_audio_batch keeps the first half in training when the first
+    wav is longer than half_batch_size_wav_len (300000)."""
+    order = [i for i, _ in sorted(enumerate(targets), key=lambda t: len(t[1]), reverse=True)]
+    out = []
+    for index in range(len(order)):
+        index = min(len(order) - bucket_size, index)
+        batch = order[index:index + bucket_size]
+        if wav_lengths[batch[0]] > 300000 and len(batch) > 1:
+            batch = batch[:len(batch) // 2]
+        out.append(batch)
+    return out
+
+
+@pytest.mark.parametrize("n,size", [(37, 8), (32, 8), (33, 8), (5, 1), (7, 2)])
+def test_asr_buckets_are_s3prls(n, size):
+    import numpy as np
+
+    from harness.features.loaders import s3prl_asr_buckets
+
+    rng = np.random.default_rng(n)
+    lengths = rng.integers(1000, 300_000, size=n).tolist()
+    lengths[1] = lengths[2]  # a tie
+    lengths[0] = 1500  # short enough that a bucket of it alone would not be halved
+    assert s3prl_asr_buckets(lengths, size) == _s3prl_asr_reference(lengths, size)
+    short = [100 + i for i in range(n)]  # nothing over 2000 samples: buckets stay whole
+    assert s3prl_asr_buckets(short, size) == _s3prl_asr_reference(short, size)
+    covered = sorted(i for b in s3prl_asr_buckets(lengths, size) for i in b)
+    assert len(covered) in (n, n - 1) and len(set(covered)) == len(covered)  # a last lone utterance is dropped
+
+
+@pytest.mark.parametrize("n,size", [(20, 16), (40, 16), (16, 16), (9, 4)])
+def test_ctc_buckets_are_s3prls(n, size):
+    import numpy as np
+
+    from harness.features.loaders import s3prl_ctc_buckets
+
+    rng = np.random.default_rng(n + size)
+    targets = [list(range(int(k))) for k in rng.integers(3, 40, size=n)]
+    targets[1] = list(targets[2])  # a tie
+    wavs = rng.integers(20_000, 600_000, size=n).tolist()
+    ours = s3prl_ctc_buckets([len(t) for t in targets], wavs, size)
+    assert ours == _s3prl_ctc_reference(targets, wavs, size) and len(ours) == n
+
+
+def test_bucket_stream_resumes_visits_every_bucket_per_pass_and_splits_over_ranks(monkeypatch):
+    import harness.features.loaders as loaders
+    from harness.features.loaders import BucketSampler
+
+    buckets = [[i, i + 100] for i in range(7)]
+    whole = BucketSampler(buckets, 6, seed=3)
+    whole.set_epoch(0)
+    one_window = list(whole)
+    parts = []
+    for epoch in (0, 1):
+        s = BucketSampler(buckets, 3, seed=3)
+        s.set_epoch(epoch)
+        parts += list(s)
+    assert parts == one_window  # two windows of 3 steps = one of 6: a resumed run sees the same batches
+    long = BucketSampler(buckets, 14, seed=3)
+    stream = list(long)
+    assert sorted(map(tuple, stream[:7])) == sorted(map(tuple, buckets))  # every bucket once per pass
+    assert stream[:7] != stream[7:]  # each pass in its own order
+    ranks = []
+    for rank in (0, 1):
+        monkeypatch.setattr(loaders, "world", lambda rank=rank: (rank, 2))
+        s = BucketSampler(buckets, 7, seed=3, world_size=2)
+        ranks.append(list(s))
+    assert [b for pair in zip(*ranks) for b in pair] == stream  # step s: rank r takes position 2s + r
+    with pytest.raises(HarnessError, match="no training batch"):
+        BucketSampler([], 3, seed=0)

@@ -316,3 +316,32 @@ def test_the_estimate_stops_timing_once_its_budget_is_spent(tiny_corpus, tmp_pat
     assert len(steps) == 1 + 1 and one.step_s > 0
     batches = int(plan.config["max_steps"]) * int(plan.config.get("accumulate", 1) or 1)
     assert one.seconds >= batches * one.step_s and full.seconds >= batches * full.step_s
+
+
+def test_pr_superb_trains_on_s3prls_buckets(tiny_corpus, home, tmp_path, monkeypatch):
+    """Under superb, PR's training batches are s3prl's CTC buckets (by target length, one per
+    utterance) and every batch Lightning gets is one of them; the record says so and the
+    batching is part of the identity (random batches are another experiment)."""
+    import harness.probing.training as training
+    from harness.features.loaders import s3prl_ctc_buckets
+    from harness.features.planning import audio_samples
+
+    seen = []
+    real = training.train_loader
+
+    def capturing(*a, **k):
+        loader = real(*a, **k)
+        seen.append((k.get("buckets"), loader))
+        return loader
+
+    monkeypatch.setattr(training, "train_loader", capturing)
+    overrides = {"val_interval": 2, "lexicon": str(tiny_corpus / "LibriSpeech" / "librispeech-lexicon.txt")}
+    (bucketed,) = _run(tiny_corpus, tmp_path / "b", "pr", layer="0", overrides=overrides)
+    buckets, loader = seen[0]
+    train = _task("pr").examples(tiny_corpus, "train")
+    assert buckets == s3prl_ctc_buckets([len(e.target) for e in train], audio_samples(train), 16)
+    assert [b for b, _ in zip(loader.batch_sampler, range(4))] and \
+        all(b in buckets for b, _ in zip(loader.batch_sampler, range(4)))
+    assert bucketed.config["batching"] == "s3prl_ctc"
+    (plain,) = _run(tiny_corpus, tmp_path / "p", "pr", layer="0", overrides={**overrides, "batching": "random"})
+    assert seen[1][0] is None and plain.run_key != bucketed.run_key
