@@ -68,7 +68,8 @@ def run_suite(config: Path, progress: bool = True) -> SuiteResult:
         result.leaderboards.append(build_leaderboard(root, root)[0])
     if study is not None:
         labels = {f"{u} (random init)" if job.random_init else u for job in jobs for u in job.upstreams}
-        result.study_page = build_study(study, Path(jobs[0].out), jobs[0].data_root, progress=progress, labels=labels)
+        result.study_page = build_study(study, Path(jobs[0].out), jobs[0].data_root, progress=progress, labels=labels,
+                                        records=[p for o in outcomes for p in o.paths])
     return result
 
 

@@ -107,7 +107,8 @@ study:
   groups: {{content: [ks], speaker: [sid]}}
   cka: [[fbank, mfcc]]
 """)
-    run_benchmark(load_config(config), progress=False)
+    outcomes = run_benchmark(load_config(config), progress=False)
+    own = [p for o in outcomes for p in o.paths]
     page = build(load_study(config), tmp_path / "res", tiny_corpus, progress=False)
     text = page.read_text()
     assert "## content" in text and "## speaker" in text and "| fbank |" in text and "| mfcc |" in text
@@ -115,6 +116,23 @@ study:
     # records of other upstreams under the same results folder stay off a study's page
     page = build(load_study(config), tmp_path / "res", tiny_corpus, progress=False, labels={"fbank"})
     assert "| fbank |" in page.read_text() and "| mfcc |" not in page.read_text()
+    # another setting of fbank/sid under the same folder (here: another lr) never takes a cell:
+    # the study ranks its own runs; from the whole folder the doubled cell is refused
+    other = _write(tmp_path / "o.yaml", f"""
+protocol: quick
+out: {tmp_path / 'res'}
+jobs:
+  - upstreams: [fbank]
+    tasks: [sid]
+    data_root: {tiny_corpus}
+    max_steps: 2
+    set: {{val_interval: 2, batch_size: 8, lr: 0.5}}
+""")
+    run_benchmark(load_config(other), progress=False)
+    before = build(load_study(config), tmp_path / "res", tiny_corpus, progress=False, records=own).read_text()
+    assert before == text
+    with pytest.raises(HarnessError, match="fbank has 2 settings of sid"):
+        build(load_study(config), tmp_path / "res", tiny_corpus, progress=False)
     with pytest.raises(HarnessError, match="groups"):
         load_study(_write(tmp_path / "bad.yaml", "jobs:\n  - upstreams: [fbank]\n    tasks: [sid]\nstudy: {out: x}\n"))
 
