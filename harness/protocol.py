@@ -157,7 +157,14 @@ def budget_line(config: dict) -> str:
     """'200,000 optimizer steps of 8 x 4 accumulated = 32 utterances, validation every 5,000'."""
     acc = int(config.get("accumulate", 1) or 1)
     batch = int(config["batch_size"])
+    batching = config.get("batching", "random")
+    note = ""
+    if batching == "s3prl_asr" and batch >= 2:  # every full bucket is halved (harness.features.loaders)
+        note, batch = f" (s3prl's length-sorted buckets of {batch}, halved)", batch // 2
+    elif batching != "random":
+        note = " (s3prl's length-sorted buckets)"
     per_step = f"{batch} utterances" if acc == 1 else f"{batch} x {acc} accumulated = {batch * acc} utterances"
+    per_step += note
     return (f"{int(config['max_steps']):,} optimizer steps of {per_step}, validation every "
             f"{int(config['val_interval']):,} optimizer steps")
 

@@ -109,3 +109,12 @@ def test_superb_is_the_default_where_the_task_has_it():
 def test_every_shipped_benchmark_names_the_quick_protocol():
     for path in sorted((ROOT / "benchmarks").glob("*.yaml")):
         assert {job.protocol for job in load_config(path)} == {"quick"}, path
+
+
+def test_the_budget_line_counts_the_utterances_of_a_bucketed_step():
+    from harness.protocol import budget_line
+
+    asr = recipe("asr", "superb").config
+    assert budget_line(asr).startswith("200,000 optimizer steps of 16 utterances (s3prl's length-sorted buckets of 32")
+    assert "16 x 2 accumulated = 32 utterances (s3prl's length-sorted buckets)" in budget_line(recipe("pr", "superb").config)
+    assert "buckets" not in budget_line(recipe("asr", "quick").config)

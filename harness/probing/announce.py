@@ -73,7 +73,7 @@ def estimate_training(plan) -> TrainingEstimate:
     beside it), so ASR's 42 M-parameter head on a CPU costs one step here, not four.
     Leaves every random generator as it was."""
     config = plan.config
-    batch = min(int(config["batch_size"]) // plan.world_size, len(plan.examples["train"]))
+    batch = min(plan.per_rank_batch, len(plan.examples["train"]))
     rng = np.random.default_rng(0)
     pool = plan.examples["train"]
     chosen = [pool[i] for i in rng.choice(len(pool), min(len(pool), SAMPLE_EXAMPLES), replace=False)]

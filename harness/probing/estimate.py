@@ -111,7 +111,7 @@ def time_training(plan: RunPlan, features: FeaturePlan, sample: ExtractionTiming
     items = [{"example": e, "hidden": [None if a is None else torch.from_numpy(a.mean(0) if pooled else a)
                                        for a in layers]}
              for e, layers in zip(sample.examples, sample.layers)]
-    per_rank = max(1, int(config["batch_size"]) // plan.world_size)
+    per_rank = plan.per_rank_batch
     torch.manual_seed(plan.request.seed)
     module = ProbeModule(plan.task, plan.probes, list(info.dims), info.hop, config, plan.examples["dev"],
                          offset=info.frame_offset).to(placement.device)

@@ -91,6 +91,17 @@ class RunPlan:
         self.key = run_key(self.identity)
 
     @property
+    def per_rank_batch(self) -> int:
+        """Utterances one training process takes per batch: the global batch over the processes;
+        with s3prl's buckets (config ``batching``) each process takes a whole bucket, a half one
+        for ASR (every full bucket is halved, :func:`~harness.features.loaders.s3prl_asr_buckets`)."""
+        batch = int(self.config["batch_size"])
+        batching = self.task.option("batching")
+        if batching == "random":
+            return max(1, batch // self.world_size)
+        return batch // 2 if batching == "s3prl_asr" and batch >= 2 else batch
+
+    @property
     def heads(self) -> list[tuple[ProbeSpec, int | None]]:
         """(probe, head seed) for every record the run writes; the head seed is None without
         ``seeds`` (the heads start from the run's own seed)."""

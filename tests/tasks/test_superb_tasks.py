@@ -345,3 +345,9 @@ def test_pr_superb_trains_on_s3prls_buckets(tiny_corpus, home, tmp_path, monkeyp
     assert bucketed.config["batching"] == "s3prl_ctc"
     (plain,) = _run(tiny_corpus, tmp_path / "p", "pr", layer="0", overrides={**overrides, "batching": "random"})
     assert seen[1][0] is None and plain.run_key != bucketed.run_key
+    # what one process trains on per batch, as the estimate and `harness plan` count it
+    asr = prepare(RunRequest(upstream="fbank", task="asr", layer="0", data_root=tiny_corpus, out=tmp_path / "a"))
+    assert asr.config["batch_size"] == 32 and asr.per_rank_batch == 16  # s3prl halves every full bucket
+    pr = prepare(RunRequest(upstream="fbank", task="pr", layer="0", data_root=tiny_corpus, out=tmp_path / "a",
+                            overrides={"batching": "random"}))
+    assert pr.per_rank_batch == 16
