@@ -80,6 +80,13 @@ SHARD_SIZE = 64
 KINDS = ("frames", "pooled")
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _real_path(path: str) -> Path:
+    """``os.path.realpath`` once per process and path: a benchmark resolves the same corpus files
+    for every upstream's runs (symbolic links changed during a process are not followed anew)."""
+    return Path(os.path.realpath(path))
+
+
 @functools.lru_cache(maxsize=4)
 def _manifest_table(manifest: Path, size: int, mtime_ns: int) -> dict[str, str]:
     """``relative path -> sha256`` of one manifest.sha256, read once per (file, size, mtime)."""
@@ -100,7 +107,7 @@ def _corpus_fingerprints(examples: Sequence[Example]) -> list[str]:
     tables: dict[Path, dict[str, str]] = {}
     out = []
     for e in examples:
-        path = Path(os.path.realpath(e.path))
+        path = _real_path(str(e.path))
         folder = path.parent
         if folder not in owner:
             owner[folder] = next((p for p in (folder, *folder.parents) if (p / "manifest.sha256").exists()), None)
