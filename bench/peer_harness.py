@@ -65,16 +65,23 @@ def run_harness(task: str, peer: dict, upstream: str, data_root: Path, out: Path
     paths = run(req)
     record = read_record(paths[0])
     outcomes = read_outcomes(paths[0])
-    reps = _stat(outcomes, resampling(outcomes, "utterance", np.random.default_rng(BOOTSTRAP_SEED), N_BOOTSTRAP))
-    reps = reps[~np.isnan(reps)]
     metric = record.metric.name
     train_s = float(record.timing.get("train_s", 0.0))
     return {"task": task, "side": "harness", "upstream": upstream, "seed": seed, "steps": steps, "status": "ok",
             "metric": metric, "higher_is_better": record.metric.higher_is_better,
             "head_parameters": head_parameters(plan), "dev": record.dev.get(metric), "test": record.test[metric],
-            "test_interval": [float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))],
+            "test_interval": interval(outcomes),
             "seconds_per_step": train_s / max(steps, 1), "wall_seconds": time.perf_counter() - start,
             "config": record.config, "records": str(paths[0].parent)}
+
+
+def interval(outcomes) -> list[float]:
+    """95% percentile bootstrap of ``outcomes`` (harness :class:`~harness.records.Outcomes`) over
+    test utterances, as the harness's reports resample them (verification: the utterances behind
+    the trials); replicates without a value (a trial set of one class) are left out."""
+    reps = _stat(outcomes, resampling(outcomes, "utterance", np.random.default_rng(BOOTSTRAP_SEED), N_BOOTSTRAP))
+    reps = reps[~np.isnan(reps)]
+    return [float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))]
 
 
 def peer_interval(record: dict) -> list[float] | None:
@@ -94,8 +101,7 @@ def peer_interval(record: dict) -> list[float] | None:
             Outcomes.error_rate(ids, [r["errors"] for r in rows], [r["length"] for r in rows])
     else:
         return None
-    reps = _stat(outcomes, resampling(outcomes, "utterance", np.random.default_rng(BOOTSTRAP_SEED), N_BOOTSTRAP))
-    return [float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5))]
+    return interval(outcomes)
 
 
 def _fmt(x) -> str:
