@@ -153,14 +153,22 @@ class Recipe:
         return "\n".join(lines)
 
 
+def batch_utterances(config: dict) -> int:
+    """Utterances in one training batch of ``config``: ``batch_size``, or half of it with s3prl's
+    ASR buckets (``batching: s3prl_asr`` halves every full bucket of ``batch_size``:
+    :func:`harness.features.loaders.s3prl_asr_buckets`)."""
+    batch = int(config["batch_size"])
+    return batch // 2 if config.get("batching") == "s3prl_asr" and batch >= 2 else batch
+
+
 def budget_line(config: dict) -> str:
     """'200,000 optimizer steps of 8 x 4 accumulated = 32 utterances, validation every 5,000'."""
     acc = int(config.get("accumulate", 1) or 1)
-    batch = int(config["batch_size"])
+    batch = batch_utterances(config)
     batching = config.get("batching", "random")
     note = ""
-    if batching == "s3prl_asr" and batch >= 2:  # every full bucket is halved (harness.features.loaders)
-        note, batch = f" (s3prl's length-sorted buckets of {batch}, halved)", batch // 2
+    if batch != int(config["batch_size"]):
+        note = f" (s3prl's length-sorted buckets of {config['batch_size']}, halved)"
     elif batching != "random":
         note = " (s3prl's length-sorted buckets)"
     per_step = f"{batch} utterances" if acc == 1 else f"{batch} x {acc} accumulated = {batch * acc} utterances"

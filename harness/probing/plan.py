@@ -20,6 +20,7 @@ from harness.features.extract import BATCH_SECONDS
 from harness.fsutil import default_home
 from harness.probing.identity import features_mode, run_key
 from harness.probing.probes import ProbeSpec, needed_layers
+from harness.protocol import batch_utterances
 from harness.records import UpstreamRef
 from harness.task import Example, Task
 
@@ -95,11 +96,8 @@ class RunPlan:
         """Utterances one training process takes per batch: the global batch over the processes;
         with s3prl's buckets (config ``batching``) each process takes a whole bucket, a half one
         for ASR (every full bucket is halved, :func:`~harness.features.loaders.s3prl_asr_buckets`)."""
-        batch = int(self.config["batch_size"])
-        batching = self.task.option("batching")
-        if batching == "random":
-            return max(1, batch // self.world_size)
-        return batch // 2 if batching == "s3prl_asr" and batch >= 2 else batch
+        batch = batch_utterances(self.config)
+        return max(1, batch // self.world_size) if self.task.option("batching") == "random" else batch
 
     @property
     def heads(self) -> list[tuple[ProbeSpec, int | None]]:
