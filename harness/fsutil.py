@@ -202,6 +202,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def file_stamp(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a file, None when it cannot be read: the key under which a parse
+    of it can be reused within a process (``functools.lru_cache`` on (path, stamp))."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes, read in ``chunk``-byte blocks (constant memory for large weights)."""
     h = hashlib.sha256()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.fsutil import file_stamp
 
 PHONE_TABLE = "converted_aligned_phones.txt"  # s3prl phone_linear: one line per utterance
 PHONE_INVENTORY = "phones.txt"  # ours: label -> index
@@ -55,17 +56,9 @@ def read_phone_labels(folder: str | Path) -> tuple[dict[str, tuple[int, ...]], l
     table = folder / PHONE_TABLE
     if not table.exists():
         raise HarnessError(f"missing {table}; expected s3prl phone_linear labels in {folder}")
-    stamps = tuple((st.st_size, st.st_mtime_ns) if (st := _stat(f)) else None
-                   for f in (table, folder / PHONE_INVENTORY))
+    stamps = (file_stamp(table), file_stamp(folder / PHONE_INVENTORY))
     labels, inventory = _parse_phone_labels(folder, stamps)
     return dict(labels), list(inventory)
-
-
-def _stat(path: Path):
-    try:
-        return path.stat()
-    except OSError:
-        return None
 
 
 @functools.lru_cache(maxsize=2)

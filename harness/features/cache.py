@@ -70,7 +70,7 @@ from harness.features.extract import (
     batch_layers,
     chunked_layers,
 )
-from harness.fsutil import atomic_path, default_home, file_lock, write_json
+from harness.fsutil import atomic_path, default_home, file_lock, file_stamp, write_json
 from harness.task import Example
 from harness.upstream import Upstream
 
@@ -88,8 +88,8 @@ def _real_path(path: str) -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def _manifest_table(manifest: Path, size: int, mtime_ns: int) -> dict[str, str]:
-    """``relative path -> sha256`` of one manifest.sha256, read once per (file, size, mtime)."""
+def _manifest_table(manifest: Path, stamp: tuple[int, int] | None) -> dict[str, str]:
+    """``relative path -> sha256`` of one manifest.sha256, read once per (file, :func:`file_stamp`)."""
     table = {}
     for line in manifest.read_text().splitlines():
         h, _, rel = line.partition("  ")
@@ -115,8 +115,8 @@ def _corpus_fingerprints(examples: Sequence[Example]) -> list[str]:
         digest = None
         if root is not None:
             if root not in tables:
-                st = (root / "manifest.sha256").stat()
-                tables[root] = _manifest_table(root / "manifest.sha256", st.st_size, st.st_mtime_ns)
+                manifest = root / "manifest.sha256"
+                tables[root] = _manifest_table(manifest, file_stamp(manifest))
             digest = tables[root].get(path.relative_to(root).as_posix())
         if digest is None:
             st = path.stat()
