@@ -131,7 +131,10 @@ class ProbeModule(pl.LightningModule):
         b = dict(batch)
         b["layer_lengths"] = layer_lengths
         b["lengths"] = frame_lengths(layer_lengths)
-        b.update(self.task.batch_targets(batch["examples"], b["lengths"], self.hop, self.offset))
+        targets = self.task.batch_targets(batch["examples"], b["lengths"], self.hop, self.offset)
+        # tasks build their targets on the CPU from the examples; the probes' outputs are on the
+        # module's device (a GPU run failed in its first loss without this)
+        b.update(move_data_to_device(targets, self.device))
         return hidden, b
 
     def predictions(self, batch: dict, keys: Iterable[str] | None = None) -> dict[str, list[Any]]:

@@ -149,3 +149,32 @@ def test_auto_on_the_cpu_is_exactly_cpu(tiny_corpus, tmp_path, monkeypatch):
     assert bf16.identity["precision"] == "bf16-mixed" and bf16.key != auto.key
     streamed = prepare(_request(tiny_corpus, tmp_path / "o", cache="none", precision="bf16-mixed"))
     assert streamed.key not in (auto.key, bf16.key)
+
+
+@pytest.mark.parametrize("task", ["phone", "ic", "pr"])
+def test_the_tasks_targets_go_where_the_module_is(tiny_corpus, tmp_path, monkeypatch, task):
+    """Tasks build their targets on the CPU from the examples; the module moves them to its own
+    device with the rest of the batch, or a GPU run fails in its first loss (found on an H200:
+    logits on cuda:0, targets on the CPU). Here the module claims to be on cuda:0 and the move
+    is recorded."""
+    import harness.probing.module as module_mod
+    from harness.features.loaders import FeatureDataset, collate
+    from harness.features.cache import ensure_features
+    from harness.probing.module import ProbeModule
+
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    plan = prepare(RunRequest(upstream="fbank", task=task, layer="0", data_root=tiny_corpus, out=tmp_path / "o",
+                              protocol="quick"))
+    examples = plan.examples["train"][:4]
+    feats = ensure_features(plan.upstream, plan.task.dataset, "train", examples, kind="frames", dtype="float16",
+                            layers=plan.layers, progress=False)
+    batch = collate([FeatureDataset(examples, feats, hop=plan.upstream.info.hop)[i] for i in range(4)])
+    module = ProbeModule(plan.task, plan.probes, list(plan.upstream.info.dims), plan.upstream.info.hop, plan.config,
+                         examples, offset=plan.upstream.info.frame_offset)
+    moved = []
+    monkeypatch.setattr(ProbeModule, "device", property(lambda self: CUDA0))
+    monkeypatch.setattr(module_mod, "move_data_to_device", lambda data, device: moved.append((data, device)) or data)
+    _, b = module.prepared(batch)
+    (targets, device), = moved
+    assert device == CUDA0 and targets and all(b[k] is v for k, v in targets.items())
+    assert "targets" in targets
