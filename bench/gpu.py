@@ -8,7 +8,8 @@ auto), for each upstream and precision (``32-true`` and ``bf16-mixed``; ``16-mix
 without bfloat16), prints seconds of audio per second of
 
 (a) the bare upstream forward pass: audio already decoded, padded and on the device, batched
-    as extraction batches it (by length, ``--batch-seconds`` of padded audio);
+    as extraction batches it (by length, ``--batch-seconds`` of padded audio), timed on a second
+    pass over the batches (the first picks kernels for every batch shape);
 (b) extraction through the feature cache (decoding in DataLoader workers, forward, copies
     back, fp16 shards written) into a fresh cache, keeping one layer (the last) or all;
 (c) streamed training (``--cache none``): the real probe module with the upstream inside every
@@ -86,7 +87,8 @@ def bare_rate(up, waves: list[np.ndarray], placement, batch_seconds: float) -> f
         wavs, lens = pad_batch([torch.from_numpy(waves[i]) for i in g])
         batches.append((wavs.to(placement.device), lens.to(placement.device)))
     with placement.placed(up), torch.no_grad(), placement.autocast():
-        up.layers(*batches[0])  # warm-up
+        for wavs, lens in batches:  # warm-up over every batch shape: cuDNN picks kernels per new shape
+            up.layers(wavs, lens)
         placement.synchronize()
         t = time.perf_counter()
         for wavs, lens in batches:
